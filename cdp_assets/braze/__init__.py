@@ -1,0 +1,1 @@
+"""braze source system: client, assets, schedules and sensors."""

@@ -1,0 +1,17 @@
+"""The code location: each source folder contributes its Definitions; shared resources pick the warehouse."""
+
+from dagster import Definitions
+
+from .braze.defs import build_defs as braze_defs
+from .events.defs import build_defs as events_defs
+from .intercom.defs import build_defs as intercom_defs
+from .segment.defs import build_defs as segment_defs
+from .shared.resources import shared_resources
+
+defs = Definitions.merge(
+    Definitions(resources=shared_resources()),
+    segment_defs(),
+    intercom_defs(),
+    events_defs(),
+    braze_defs(),
+)

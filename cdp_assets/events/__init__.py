@@ -1,0 +1,1 @@
+"""events source system: client, assets, schedules and sensors."""

@@ -1,0 +1,1 @@
+"""intercom source system: client, assets, schedules and sensors."""

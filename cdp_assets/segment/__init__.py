@@ -1,0 +1,1 @@
+"""segment source system: client, assets, schedules and sensors."""

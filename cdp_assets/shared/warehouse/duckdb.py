@@ -1,0 +1,139 @@
+"""DuckDB: the embedded default warehouse (one file under the project's data folder).
+
+DuckDB allows one writing process per file. Connections here are short-lived (one per read or write) and
+opening one waits out another process's lock instead of failing; runs that write DuckDB are also limited
+to one at a time by the ``cdp/warehouse`` tag limit in ``dagster.yaml``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from ..env import data_dir
+from .base import SqlWarehouse
+from .types import Column, LogicalType, TableRef, WarehouseError
+
+_PHYSICAL = {
+    LogicalType.BOOLEAN: "BOOLEAN",
+    LogicalType.BIGINT: "BIGINT",
+    LogicalType.DOUBLE: "DOUBLE",
+    LogicalType.STRING: "VARCHAR",
+    LogicalType.TIMESTAMP: "TIMESTAMPTZ",
+    LogicalType.DATE: "DATE",
+    LogicalType.JSON: "JSON",
+}
+_LOGICAL = {
+    "BOOLEAN": LogicalType.BOOLEAN,
+    "BIGINT": LogicalType.BIGINT,
+    "INTEGER": LogicalType.BIGINT,
+    "HUGEINT": LogicalType.BIGINT,
+    "DOUBLE": LogicalType.DOUBLE,
+    "FLOAT": LogicalType.DOUBLE,
+    "VARCHAR": LogicalType.STRING,
+    "TIMESTAMP WITH TIME ZONE": LogicalType.TIMESTAMP,
+    "TIMESTAMP": LogicalType.TIMESTAMP,
+    "DATE": LogicalType.DATE,
+    "JSON": LogicalType.JSON,
+}
+
+
+def default_duckdb_path() -> str:
+    return str(data_dir() / "cdp.duckdb")
+
+
+class DuckDBWarehouse(SqlWarehouse):
+    """Embedded DuckDB file. ``database`` is a path (``:memory:`` is refused: runs use several processes)."""
+
+    max_identifier_length: ClassVar[int] = 255  # DuckDB has no hard limit; keep names portable-ish
+    braze_readable: ClassVar[bool] = True  # locally only: stands in for Snowflake/BigQuery (contract D.1)
+
+    database: str = Field(default_factory=default_duckdb_path, description="Path of the DuckDB file.")
+    lock_timeout_seconds: float = Field(default=300.0, description="How long to wait for another writer.")
+
+    def _connect(self) -> Any:
+        if self.database == ":memory:":
+            raise WarehouseError("DuckDBWarehouse needs a file path; ':memory:' cannot be shared between steps")
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                conn = duckdb.connect(self.database)
+                break
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("BEGIN TRANSACTION")
+        return conn
+
+    def physical_type(self, ltype: LogicalType) -> str:
+        return _PHYSICAL[ltype]
+
+    def logical_type(self, physical: str) -> LogicalType:
+        base = physical.upper().split("(")[0].strip()
+        if base.startswith("DECIMAL"):
+            return LogicalType.DOUBLE
+        try:
+            return _LOGICAL[base]
+        except KeyError:
+            raise WarehouseError(f"DuckDB type {physical!r} has no logical mapping") from None
+
+    def _container(self, table: TableRef) -> tuple[str, ...]:
+        return (table.schema, table.name)
+
+    def _existing_columns(self, conn: Any, table: TableRef) -> list[Column] | None:
+        rows = conn.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [table.schema, table.name],
+        ).fetchall()
+        if not rows:
+            return None
+        return [Column(n, self.logical_type(t), nullable == "YES") for n, t, nullable in rows]
+
+    def _ensure_container(self, conn: Any, table: TableRef) -> None:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(table.schema)}")
+
+    def _stage(self, conn: Any, table: TableRef, frame: pd.DataFrame, cols: Sequence[Column]) -> str:
+        # No copy: DuckDB scans the Arrow table in place inside the write transaction.
+        name = f"_cdp_stage_{uuid.uuid4().hex}"
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        conn.register(name, arrow)
+        return self.quote(name)
+
+    def _unstage(self, conn: Any, stage: str) -> None:
+        conn.unregister(stage.strip('"'))
+
+    def _begin(self, conn: Any) -> None:
+        pass  # _connect and _commit keep a transaction open at all times
+
+    def _commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+        conn.execute("BEGIN TRANSACTION")
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN TRANSACTION")
+        except duckdb.Error:
+            pass
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return conn.execute(sql, list(params)) if params else conn.execute(sql)
+
+    def _fetch_frame(self, conn: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+        return conn.execute(sql, list(params)).df() if params else conn.execute(sql).df()
+
+    def _select_expr(self, col: Column) -> str:
+        return f"CAST({self.quote(col.name)} AS {self.physical_type(col.type)})"
