@@ -3,13 +3,14 @@
 from dagster import Definitions
 
 from .braze.defs import build_defs as braze_defs
+from .demo_job import everything
 from .events.defs import build_defs as events_defs
 from .intercom.defs import build_defs as intercom_defs
 from .segment.defs import build_defs as segment_defs
 from .shared.resources import shared_resources
 
 defs = Definitions.merge(
-    Definitions(resources=shared_resources()),
+    Definitions(resources=shared_resources(), jobs=[everything]),
     segment_defs(),
     intercom_defs(),
     events_defs(),
