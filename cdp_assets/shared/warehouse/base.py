@@ -145,9 +145,15 @@ class SqlWarehouse(WarehouseResource):
         cur.execute(sql, list(params)) if params else cur.execute(sql)
         return cur
 
-    def _select_expr(self, col: Column) -> str:
-        """How a staged column is read into the target (backends cast where staging loses type)."""
+    def _stage_column(self, index: int, col: Column) -> str:
+        """The staged copy's column for the frame's ``index``-th column (backends whose loaders mangle
+        hostile names stage positional names instead; ``_stage`` must agree)."""
         return self.quote(col.name)
+
+    def _select_expr(self, col: Column, staged: str) -> str:
+        """How a staged column (``staged``, already quoted) is read into the target (backends cast where
+        staging loses type)."""
+        return staged
 
     # ----------------------------------------------------------------------------------- statements
 
@@ -162,7 +168,7 @@ class SqlWarehouse(WarehouseResource):
         """The statements of the data transaction, in order. Public so SQL-level tests can check them."""
         target = self.fqn(plan.table)
         names = ", ".join(self.quote(c.name) for c in cols)
-        select = ", ".join(self._select_expr(c) for c in cols)
+        select = ", ".join(self._select_expr(c, self._stage_column(i, c)) for i, c in enumerate(cols))
         insert = (f"INSERT INTO {target} ({names}) SELECT {select} FROM {stage}", [])
         if plan.mode is WriteMode.APPEND:
             return [insert]
@@ -173,7 +179,8 @@ class SqlWarehouse(WarehouseResource):
             pred, params = self._slice_predicate(plan.slice)
             return [(f"DELETE FROM {target} WHERE {pred}", params), insert]
         # MERGE: delete the keys being written, then insert them; same effect as MERGE, portable, one txn.
-        match = " AND ".join(f"s.{self.quote(k)} = {target}.{self.quote(k)}" for k in plan.primary_key)
+        staged = {c.name: self._stage_column(i, c) for i, c in enumerate(cols)}
+        match = " AND ".join(f"s.{staged[k]} = {target}.{self.quote(k)}" for k in plan.primary_key)
         return [(f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {match})", []), insert]
 
     # ----------------------------------------------------------------------------------- interface
@@ -249,13 +256,7 @@ class SqlWarehouse(WarehouseResource):
             target_cols = [by_name.get(c.name.casefold(), c) for c in cols]
             stage = self._stage(conn, plan.table, frame, cols)
             try:
-                self._begin(conn)
-                for sql, params in self.data_statements(plan, stage, target_cols):
-                    self._execute(conn, sql, params)
-                self._commit(conn)
-            except BaseException:
-                self._rollback(conn)
-                raise
+                self._run_transaction(conn, self.data_statements(plan, stage, target_cols))
             finally:
                 self._unstage(conn, stage)
             row_count = self._count(conn, plan.table)
@@ -264,6 +265,17 @@ class SqlWarehouse(WarehouseResource):
             f"{fqn}: {plan.mode.value} of {len(frame)} rows in {time.monotonic() - started:.2f}s"
         )
         return WriteResult(fqn, plan.mode, len(frame), row_count, final_cols, [c.name for c in additions] if existing else [])
+
+    def _run_transaction(self, conn: Any, statements: Sequence[tuple[str, list[Any]]]) -> None:
+        """Run the data statements as one transaction; any failure rolls all of them back."""
+        try:
+            self._begin(conn)
+            for sql, params in statements:
+                self._execute(conn, sql, params)
+            self._commit(conn)
+        except BaseException:
+            self._rollback(conn)
+            raise
 
     def _count(self, conn: Any, table: TableRef) -> int:
         return int(self._execute(conn, f"SELECT COUNT(*) FROM {self.fqn(table)}").fetchone()[0])

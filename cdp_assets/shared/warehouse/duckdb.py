@@ -135,5 +135,5 @@ class DuckDBWarehouse(SqlWarehouse):
     def _fetch_frame(self, conn: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
         return conn.execute(sql, list(params)).df() if params else conn.execute(sql).df()
 
-    def _select_expr(self, col: Column) -> str:
-        return f"CAST({self.quote(col.name)} AS {self.physical_type(col.type)})"
+    def _select_expr(self, col: Column, staged: str) -> str:
+        return f"CAST({staged} AS {self.physical_type(col.type)})"
