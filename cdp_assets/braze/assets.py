@@ -161,13 +161,15 @@ BRAZE_CADENCE = "*/15 * * * *"
 
 def braze_automation(cron: str = BRAZE_CADENCE) -> AutomationCondition:
     """On each cadence tick, run if any upstream table was updated since this asset was last requested or
-    updated, and nothing upstream (or this asset) is running."""
+    updated (or it was never built), every upstream table exists, and nothing upstream (or this asset) is
+    running."""
     upstream_changed = AutomationCondition.any_deps_updated().since(
         AutomationCondition.newly_requested() | AutomationCondition.newly_updated()
     )
     return (
         AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC")
-        & upstream_changed
+        & (upstream_changed | AutomationCondition.missing())
+        & ~AutomationCondition.any_deps_missing()
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
     ).with_label(f"braze_cadence({cron})")
