@@ -88,6 +88,7 @@ class ApiSession:
         pool_size: int = 8,
         logger: logging.Logger | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_response: Callable[[requests.Response], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -100,6 +101,8 @@ class ApiSession:
         self.max_rate_limit_wait = max_rate_limit_wait
         self.log = logger or logging.getLogger("cdp_assets.http")
         self.sleep = sleep
+        #: called with every response received (any status), e.g. by tests that validate traffic against a spec
+        self.on_response = on_response
         self.stats = ApiStats()
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
@@ -151,7 +154,10 @@ class ApiSession:
 
     # ------------------------------------------------------------------------------------------ requests
 
-    def request(self, method: str, path: str, *, params: Any = None, json: Any = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, params: Any = None, json: Any = None, ok: tuple[int, ...] = (200,),
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         """Send with retries; return the response for any status in ``ok``, raise ``ApiError`` otherwise.
 
         Statuses outside ``ok`` that are not retryable are returned to the caller only through the raised
@@ -165,13 +171,15 @@ class ApiSession:
             try:
                 with self.stats.lock:
                     self.stats.requests += 1
-                resp = self._session.request(method, url, params=params, json=json, timeout=self.timeout)
+                resp = self._session.request(method, url, params=params, json=json, headers=headers, timeout=self.timeout)
                 body = resp.content  # read fully: a dropped connection mid-body raises here
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 attempt = self._retry_or_raise(attempt, f"{method} {path}: {type(exc).__name__}")
                 continue
             with self.stats.lock:
                 self.stats.bytes += len(body)
+            if self.on_response is not None:
+                self.on_response(resp)
             status = resp.status_code
             if status == 429:
                 with self.stats.lock:
@@ -199,14 +207,16 @@ class ApiSession:
                 return resp
             raise ApiError(self.redact(f"{method} {self.base_url}{path}: HTTP {status}"), status, _decode_or_text(body))
 
-    def get_json(self, path: str, params: Any = None) -> Any:
-        return self.json("GET", path, params=params)
+    def get_json(self, path: str, params: Any = None, headers: Mapping[str, str] | None = None) -> Any:
+        return self.json("GET", path, params=params, headers=headers)
 
-    def json(self, method: str, path: str, *, params: Any = None, json: Any = None) -> Any:
+    def json(
+        self, method: str, path: str, *, params: Any = None, json: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
         """Request and decode JSON; an undecodable body (truncated) is retried like a transport error."""
         attempt = 0
         while True:
-            resp = self.request(method, path, params=params, json=json)
+            resp = self.request(method, path, params=params, json=json, headers=headers)
             try:
                 return orjson.loads(resp.content)
             except orjson.JSONDecodeError:
