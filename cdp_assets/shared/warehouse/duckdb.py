@@ -133,7 +133,11 @@ class DuckDBWarehouse(SqlWarehouse):
         return conn.execute(sql, list(params)) if params else conn.execute(sql)
 
     def _fetch_frame(self, conn: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
-        return conn.execute(sql, list(params)).df() if params else conn.execute(sql).df()
+        # Through Arrow so DATE columns come back as ``datetime.date`` like every other backend (``.df()``
+        # turns them into datetime64, which then no longer compares equal to the dates that were written).
+        result = conn.execute(sql, list(params)) if params else conn.execute(sql)
+        to_arrow = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table  # duckdb 2.x | 1.x
+        return to_arrow().to_pandas(date_as_object=True)
 
     def _select_expr(self, col: Column, staged: str) -> str:
         return f"CAST({staged} AS {self.physical_type(col.type)})"
