@@ -1,0 +1,169 @@
+"""The eight Intercom collections as data: where they come from, how they page, replicate and land.
+
+One row per collection (contract ``intercom.md`` §7). The assets, the frames and the checks are generated
+from these rows; adding a full-refresh collection is one row here and, at most, one simulator route.
+Columns are declared (name, JSON path, type) so every table has a stable, typed schema even when a page
+has only NULLs in a column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from ..shared.warehouse import WriteMode
+
+
+class Paging(str, Enum):
+    CURSOR = "cursor"  # pages.next.starting_after (lists: query; searches: body)
+    SCROLL = "scroll"  # scroll_param; one open scroll per app
+    NONE = "none"  # one response
+    PARENT = "parent"  # inside the parent's detail response
+
+
+class Replication(str, Enum):
+    INCREMENTAL_SEARCH = "incremental_search"  # search on updated_at from cursor - lookback, merge on id
+    FULL_SCROLL = "full_scroll"  # read everything through the scroll, replace
+    FULL = "full"  # read everything, replace
+    CHILD = "child"  # re-fetched with each changed parent, upserted
+
+
+class Kind(str, Enum):
+    STR = "str"
+    INT = "int"
+    BOOL = "bool"
+    TS = "ts"  # unix seconds -> UTC timestamp
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    kind: Kind = Kind.STR
+    path: str | None = None  # dotted JSON path; defaults to the column name
+
+    def get(self, record: dict) -> Any:
+        path = self.path or self.name
+        if "." not in path:
+            return record.get(path)
+        value: Any = record
+        for part in path.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
+
+S, I, B, T, J = Kind.STR, Kind.INT, Kind.BOOL, Kind.TS, Kind.JSON
+
+#: Columns every soft-deletable table carries (TABLES.md: deleted_at NULL unless the record vanished upstream).
+DELETION = (Col("deleted_at", T), Col("deleted_reason", S))
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    description: str
+    endpoint: str  # the bulk read, "METHOD /path"
+    records_key: str  # JSON key holding the records
+    primary_key: tuple[str, ...]
+    paging: Paging
+    replication: Replication
+    columns: tuple[Col, ...]
+    search_endpoint: str | None = None  # incremental reads
+    lookback_seconds: int = 0  # default re-read window before the stored cursor
+    pool: str = "intercom_api"
+
+    @property
+    def write_mode(self) -> WriteMode:
+        return WriteMode.REPLACE if self.replication in (Replication.FULL, Replication.FULL_SCROLL) else WriteMode.MERGE
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def frame(self, records: Iterable[dict], extra: dict[str, Sequence[Any]] | None = None) -> pd.DataFrame:
+        """Records -> a typed DataFrame with exactly this collection's columns (``extra`` supplies columns
+        that are not in the records themselves, e.g. a parent's id or deletion marks)."""
+        records = records if isinstance(records, list) else list(records)
+        extra = extra or {}
+        data: dict[str, Any] = {}
+        for col in self.columns:
+            values = list(extra[col.name]) if col.name in extra else [col.get(r) for r in records]
+            data[col.name] = _typed(values, col.kind)
+        return pd.DataFrame(data)
+
+
+def _typed(values: list[Any], kind: Kind) -> Any:
+    if kind is Kind.TS:
+        return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
+    if kind is Kind.INT:
+        return pd.array(values, dtype="Int64")
+    if kind is Kind.BOOL:
+        return pd.array(values, dtype="boolean")
+    if kind is Kind.JSON:
+        return pd.Series(values, dtype=object)
+    return pd.Series([None if v is None else str(v) for v in values], dtype=object)
+
+
+COLLECTIONS: tuple[Collection, ...] = (
+    Collection(
+        "contacts", "Intercom contacts (users and leads); vanished ones (merged, archived) keep a deleted_at.",
+        "GET /contacts", "data", ("id",), Paging.CURSOR, Replication.INCREMENTAL_SEARCH,
+        (Col("id"), Col("external_id"), Col("email"), Col("phone"), Col("name"), Col("role"), Col("owner_id"),
+         Col("custom_attributes", J), Col("location", J), Col("tags", J), Col("companies", J),
+         Col("unsubscribed_from_emails", B), Col("browser"), Col("os"),
+         Col("created_at", T), Col("updated_at", T), Col("signed_up_at", T), Col("last_seen_at", T),
+         *DELETION, Col("merged_into")),
+        search_endpoint="POST /contacts/search", lookback_seconds=86_400,  # contract §8.1: at least a day
+    ),
+    Collection(
+        "companies", "Intercom companies, read in full through the scroll API (one scroll at a time).",
+        "GET /companies/scroll", "data", ("id",), Paging.SCROLL, Replication.FULL_SCROLL,
+        (Col("id"), Col("company_id"), Col("name"), Col("plan", J), Col("size", I), Col("website"),
+         Col("industry"), Col("monthly_spend", I), Col("session_count", I), Col("user_count", I),
+         Col("custom_attributes", J), Col("tags", J), Col("created_at", T), Col("updated_at", T),
+         Col("remote_created_at", T), Col("last_request_at", T)),
+        pool="intercom_scroll",
+    ),
+    Collection(
+        "conversations", "Intercom conversations; parts_truncated marks those beyond the API's 500-part cap.",
+        "GET /conversations", "conversations", ("id",), Paging.CURSOR, Replication.INCREMENTAL_SEARCH,
+        (Col("id"), Col("title"), Col("state"), Col("open", B), Col("read", B), Col("priority"),
+         Col("admin_assignee_id", I), Col("team_assignee_id", I), Col("source", J), Col("contacts", J),
+         Col("tags", J), Col("statistics", J), Col("custom_attributes", J),
+         Col("created_at", T), Col("updated_at", T), Col("waiting_since", T), Col("snoozed_until", T),
+         Col("parts_total", I), Col("parts_loaded", I), Col("parts_truncated", B), *DELETION),
+        search_endpoint="POST /conversations/search", lookback_seconds=3_600,  # §8.1: minutes to hours
+    ),
+    Collection(
+        "conversation_parts", "Parts of each changed conversation (the 500 most recent the API returns).",
+        "GET /conversations/{conversation_id}", "conversation_parts.conversation_parts",
+        ("conversation_id", "id"), Paging.PARENT, Replication.CHILD,
+        (Col("conversation_id"), Col("id"), Col("part_type"), Col("body"), Col("author", J),
+         Col("assigned_to", J), Col("attachments", J), Col("redacted", B), Col("state"), Col("external_id"),
+         Col("created_at", T), Col("updated_at", T), Col("notified_at", T)),
+    ),
+    Collection("tags", "Intercom tags (no timestamps upstream: full refresh).", "GET /tags", "data", ("id",),
+               Paging.NONE, Replication.FULL, (Col("id"), Col("name"))),
+    Collection("segments", "Intercom segments with their member counts.", "GET /segments", "segments", ("id",),
+               Paging.NONE, Replication.FULL,
+               (Col("id"), Col("name"), Col("person_type"), Col("count", I), Col("created_at", T),
+                Col("updated_at", T))),
+    Collection("admins", "Intercom admins (teammates).", "GET /admins", "admins", ("id",), Paging.NONE,
+               Replication.FULL,
+               (Col("id"), Col("name"), Col("email"), Col("job_title"), Col("away_mode_enabled", B),
+                Col("away_mode_reassign", B), Col("has_inbox_seat", B), Col("team_ids", J), Col("role", J))),
+    Collection("teams", "Intercom teams and their admins.", "GET /teams", "teams", ("id",), Paging.NONE,
+               Replication.FULL,
+               (Col("id"), Col("name"), Col("admin_ids", J), Col("assignment_limit", I),
+                Col("distribution_method"), Col("admin_priority_level", J))),
+)
+
+BY_NAME = {c.name: c for c in COLLECTIONS}
+
+#: Query params sent with every bulk read (segments: member counts).
+BULK_PARAMS: dict[str, dict[str, str]] = {"segments": {"include_count": "true"}}

@@ -1,0 +1,216 @@
+"""Incremental machinery: the search window reader, the streaming batch writer, cursors and deletion marks.
+
+The window reader implements contract §7.1 and §8 exactly:
+
+* the upper bound is frozen at run start and applied **client-side** (a ``<`` filter would drop today);
+* the lower bound is ``cursor - lookback``, queried as ``(updated_at > c) OR (updated_at = c)`` sorted
+  ascending, because contact search matches dates by whole day: ``>`` alone skips the rest of ``c``'s day;
+* search cursors are stateless, so a record updated between two pages moves under the cursor and shifts
+  the records behind it by one: one of them is never served. The reader notices the symptoms (a record
+  served twice, ``total_count`` changing, a repeated cursor) and re-pages the affected part of the window,
+  starting at the first-seen ``updated_at`` of the record that moved. Merging on ``id`` absorbs the overlap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import pandas as pd
+from dagster import AssetKey, DagsterInstance
+
+from ..shared.warehouse import LogicalType, Slice, TableRef, WarehouseResource, WritePlan, WriteMode, WriteResult
+from .catalog import Collection
+from .client import IntercomClient, PagingReport
+
+CURSOR_KEY = "intercom/cursor"
+MAX_PASSES = 4
+
+
+def since_query(start: int) -> dict:
+    """Everything updated at or after ``start`` under day-granular matching (contract §7.1)."""
+    return {"operator": "OR", "value": [
+        {"field": "updated_at", "operator": ">", "value": start},
+        {"field": "updated_at", "operator": "=", "value": start},
+    ]}
+
+
+@dataclass
+class WindowReport:
+    passes: int = 0
+    repaged_from: list[int] = field(default_factory=list)
+    records: int = 0
+    complete: bool = True
+
+
+def read_window(client: IntercomClient, path: str, records_key: str, lower: int, bound: int, *,
+                params: dict | None = None, report: WindowReport | None = None) -> Iterator[list[dict]]:
+    """Pages of records with ``lower <= updated_at <= bound``, re-paging where a pass was disturbed."""
+    report = report if report is not None else WindowReport()
+    start = lower
+    for _ in range(MAX_PASSES):
+        report.passes += 1
+        paging = PagingReport()
+        first_seen: dict[str, int] = {}
+        moved_from: int | None = None
+        body = {"query": since_query(start), "sort": {"field": "updated_at", "order": "ascending"}}
+        for page in client.cursor_pages("POST", path, records_key, body=body, params=params, report=paging):
+            accepted = []
+            for r in page.records:
+                rid, updated = r["id"], int(r["updated_at"])
+                if rid in first_seen:  # served twice in one pass: it moved under the cursor
+                    old = first_seen[rid]
+                    moved_from = old if moved_from is None else min(moved_from, old)
+                else:
+                    first_seen[rid] = updated
+                if lower <= updated <= bound:
+                    accepted.append(r)
+            report.records += len(accepted)
+            yield accepted
+        disturbed_total = len(set(paging.totals)) > 1  # records entered/left the result while paging
+        if moved_from is None and not disturbed_total and not paging.looped:
+            return
+        # A move only shifts records *behind* the mover's old position; anything else may have shifted any.
+        start = max(lower, moved_from) if moved_from is not None and not (disturbed_total or paging.looped) else lower
+        report.repaged_from.append(start)
+    report.complete = False
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+class BatchWriter:
+    """Merges record batches into one table from a background thread, so fetching the next pages overlaps
+    the warehouse write. At most one batch is being written while the next one fills: memory stays flat
+    whatever the collection's size."""
+
+    def __init__(self, warehouse: WarehouseResource, collection: Collection, table: TableRef,
+                 batch_size: int = 5_000, prepare: Callable[[list[dict]], pd.DataFrame] | None = None):
+        self.warehouse, self.collection, self.table = warehouse, collection, table
+        self.batch_size = batch_size
+        self.prepare = prepare or collection.frame
+        self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key)
+        self.buffer: list[dict] = []
+        self.pending: Future | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{collection.name}")
+        self.result: WriteResult | None = None
+        self.rows = 0
+        self.batches = 0
+
+    def add(self, records: Sequence[dict]) -> None:
+        self.buffer.extend(records)
+        if len(self.buffer) >= self.batch_size:
+            self._submit()
+
+    def write_frame(self, frame: pd.DataFrame) -> None:
+        self._wait()
+        if not frame.empty:
+            self.result = self.warehouse.write(frame, self.plan)
+
+    def _submit(self) -> None:
+        batch, self.buffer = self.buffer, []
+        self._wait()  # backpressure: never more than one batch in flight
+        self.pending = self.pool.submit(self._write, batch)
+
+    def _write(self, batch: list[dict]) -> None:
+        self.result = self.warehouse.write(self.prepare(batch), self.plan)
+        self.rows += len(batch)
+        self.batches += 1
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # re-raises a failed write here, in the asset's thread
+
+    def flush(self) -> WriteResult | None:
+        if self.buffer:
+            self._submit()
+        self._wait()
+        return self.result
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------------------- cursor
+
+
+def stored_cursor(instance: DagsterInstance, key: AssetKey, warehouse: WarehouseResource, table: TableRef) -> int | None:
+    """The cursor from the latest materialization's metadata; else the table's max(updated_at) (a table
+    loaded before cursors were recorded, or an instance that was wiped); else None (first run)."""
+    event = instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event else None
+    if materialization is not None:
+        value = materialization.metadata.get(CURSOR_KEY)
+        if value is not None and getattr(value, "value", value) is not None:
+            return int(getattr(value, "value", value))
+    if warehouse.columns(table) is None:
+        return None
+    updated = warehouse.read(table, columns=["updated_at"])["updated_at"].dropna()
+    return None if updated.empty else int(pd.Timestamp(updated.max()).timestamp())
+
+
+# ---------------------------------------------------------------------------------------------- deletions
+
+
+def read_rows(warehouse: WarehouseResource, table: TableRef, ids: Sequence[str], chunk: int = 1_000) -> pd.DataFrame:
+    """Rows of ``table`` whose ``id`` is in ``ids``, with integer columns as nullable Int64 so that writing
+    them back does not read as a type change."""
+    cols = warehouse.columns(table)
+    if cols is None or not ids:
+        return pd.DataFrame()
+    frames = [warehouse.read(table, slice=Slice("id", values=tuple(ids[i: i + chunk]))) for i in range(0, len(ids), chunk)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for c in cols:
+        if c.type is LogicalType.BIGINT and c.name in df:
+            df[c.name] = df[c.name].astype("Int64")
+        if c.type is LogicalType.BOOLEAN and c.name in df:
+            df[c.name] = df[c.name].astype("boolean")
+    return df
+
+
+def mark_deleted(warehouse: WarehouseResource, collection: Collection, table: TableRef,
+                 marks: dict[str, dict[str, Any]]) -> int:
+    """Set ``deleted_at``/``deleted_reason`` (and any other given fields) on the rows in ``marks``
+    (id -> fields). Rows are read back and merged whole, because a merge replaces entire rows; ids the
+    table has never seen get a row with only the marks, so the vanished record is still on record."""
+    if not marks:
+        return 0
+    existing = read_rows(warehouse, table, sorted(marks))
+    found = set(existing["id"]) if not existing.empty else set()
+    stubs = collection.frame([{"id": i} for i in sorted(set(marks) - found)])
+    frame = pd.concat([f for f in (existing, stubs) if not f.empty], ignore_index=True)
+    for name in {k for m in marks.values() for k in m}:
+        values = [marks[i].get(name) for i in frame["id"]]
+        if name == "deleted_at":
+            frame[name] = pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
+        else:
+            frame[name] = pd.Series(values, dtype=object)
+    warehouse.write(frame, WritePlan(table, WriteMode.MERGE, collection.primary_key))
+    return len(frame)
+
+
+def live_ids(warehouse: WarehouseResource, table: TableRef) -> set[str]:
+    if warehouse.columns(table) is None:
+        return set()
+    df = warehouse.read(table, columns=["id", "deleted_at"])
+    return set(df.loc[df["deleted_at"].isna(), "id"])
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Counter:
+    """A thread-safe tally for work done in pools."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
