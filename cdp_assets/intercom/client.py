@@ -120,11 +120,13 @@ class IntercomClient:
         scroll_restarts: int = 5,
         logger: logging.Logger | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_response: Callable[[requests.Response], None] | None = None,
     ):
         self.log = logger or logging.getLogger("cdp_assets.intercom")
         headers = {"Intercom-Version": API_VERSION, "Accept": "application/json"}
         common = dict(policy=rate_limit_policy(), headers=headers, token_variable="INTERCOM_ACCESS_TOKEN",
-                      timeout=timeout, backoff_base=backoff_base, logger=self.log, sleep=sleep)
+                      timeout=timeout, backoff_base=backoff_base, logger=self.log, sleep=sleep,
+                      on_response=on_response)
         self.session = ApiSession(base_url, token, max_attempts=max_attempts, **common)
         # A scroll cannot be resumed after a server error (its scroll_param dies with it), so scroll calls
         # are not retried by the session: the scroll loop restarts from the beginning instead.

@@ -358,7 +358,7 @@ class BigQueryWarehouse(SqlWarehouse):
             conn.create_table(staging, retry=self._retry, timeout=self.timeout_seconds)
         if not frame.empty:
             arrow = pa.Table.from_arrays(
-                [pa.array(frame.iloc[:, i].tolist(), type=_ARROW[c.type]) for i, c in enumerate(cols)], names=names
+                [pa.Array.from_pandas(frame.iloc[:, i], type=_ARROW[c.type]) for i, c in enumerate(cols)], names=names
             )
             buf = io.BytesIO()
             pq.write_table(arrow, buf)
