@@ -28,6 +28,7 @@ import re
 import uuid
 from typing import Any, ClassVar, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 from dagster import EnvVar, get_dagster_logger
 from pydantic import Field
@@ -228,8 +229,7 @@ class TeradataWarehouse(SqlWarehouse):
         return self.quote(f"c{index}")
 
     def _select_expr(self, col: Column, staged: str) -> str:
-        if col.type is LogicalType.JSON:
-            return f"CAST({staged} AS {self.physical_type(col.type)})"
+        # Staged VARCHAR goes into JSON columns by Teradata's implicit character-to-JSON assignment cast.
         return staged
 
     def insert_sql(self, stage: str, cols: Sequence[Column], fastload: bool) -> str:
@@ -351,7 +351,7 @@ def _bind(v: Any) -> Any:
         return None
     if isinstance(v, pd.Timestamp):
         return v.to_pydatetime()
-    if isinstance(v, (bool,)) or type(v).__name__ == "bool_":
+    if isinstance(v, (bool, np.bool_)):
         return int(bool(v))  # BYTEINT 0/1
     if hasattr(v, "item") and not isinstance(v, (str, bytes, dt.date)):
         return v.item()  # numpy scalar -> Python int/float
