@@ -14,9 +14,9 @@ the ordinary ``WarehouseResource.write`` (append), which keeps the existing colu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 from dagster import TableColumn, TableColumnConstraints, TableSchema
 
@@ -87,25 +87,7 @@ MAX_ATTRIBUTES = 250  # per row; an array counts as one (D.4)
 MAX_ROW_BYTES = 1_000_000  # "1 MB per row" (D.4); the decimal MB is the conservative reading
 
 
-# ------------------------------------------------------------------------------------------ tables
-
-
-@dataclass(frozen=True)
-class SyncTable:
-    """One Braze sync table: its asset key, what Braze imports it as, and where its columns come from."""
-
-    name: str  # asset key ["braze", name]
-    data_type: str  # the CDI integration's data type (cannot change after creation, D.6)
-    description: str
-    lineage: Mapping[str, Sequence[tuple[Sequence[str], str]]] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return ("braze", self.name)
-
-    @property
-    def table(self) -> TableRef:
-        return TableRef("braze", self.name)
+# ------------------------------------------------------------------------------------------ schema
 
 
 def column_schema(kind: str) -> TableSchema:
@@ -154,10 +136,12 @@ def create_table_sql(wh: SqlWarehouse, table: TableRef) -> str:
 
 
 def ensure_sync_table(wh: WarehouseResource, table: TableRef) -> bool:
-    """Create the sync table with Braze's DDL if it does not exist yet. Returns True if it was created.
+    """Create the sync table with Braze's types and NOT NULLs if it does not exist yet. Returns True if it was
+    created.
 
     This is the local stand-in for a ``WarehouseResource.create_table(table, columns)`` hook (see the README):
-    it uses the ``SqlWarehouse`` connection and dialect, which every SQL backend shares.
+    SQL backends get ``create_table_sql`` over their own connection; BigQuery gets its tables API, which is how
+    the warehouse layer creates BigQuery tables too (REQUIRED = NOT NULL).
     """
     require_braze_readable(wh)
     if wh.columns(table) is not None:
@@ -167,10 +151,23 @@ def ensure_sync_table(wh: WarehouseResource, table: TableRef) -> bool:
             f"{type(wh).__name__} is not a SqlWarehouse; it needs a create_table hook to create Braze tables"
         )
     with wh.connection() as conn:
-        wh._ensure_container(conn, table)
-        wh._execute(conn, create_table_sql(wh, table))
-        wh._commit(conn)
+        if wh.kind == "bigquery":
+            _create_bigquery(wh, conn, table)
+        else:
+            wh._ensure_container(conn, table)
+            wh._execute(conn, create_table_sql(wh, table))
+            wh._commit(conn)
     return True
+
+
+def _create_bigquery(wh: SqlWarehouse, conn, table: TableRef) -> None:
+    from google.cloud import bigquery
+
+    project, dataset, name = wh._container(table)
+    conn.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
+    schema = [bigquery.SchemaField(c.name, c.physical["bigquery"], mode="REQUIRED" if c.required else "NULLABLE")
+              for c in SYNC_COLUMNS]
+    conn.create_table(bigquery.Table(f"{project}.{dataset}.{name}", schema=schema), exists_ok=True)
 
 
 def contract_violations(wh: WarehouseResource, table: TableRef) -> list[str]:
@@ -199,6 +196,3 @@ def contract_violations(wh: WarehouseResource, table: TableRef) -> list[str]:
             problems.append(f"{spec.name} must be NOT NULL")
     return problems
 
-
-def describe(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items() if v is not None)

@@ -1,8 +1,8 @@
-"""End to end through the real Segment events pipeline: simulated events -> Pub/Sub emulator -> the events
-loader (segment_events/*) -> the Braze tables, with Intercom contacts from the shared user universe.
+"""End to end through the real upstream assets: simulated Segment events -> Pub/Sub emulator -> the events
+loader (segment_events/*), and the Intercom simulator -> intercom/contacts; then the Braze tables.
 
-Intercom contacts are written in the TABLES.md shape until ``intercom/contacts`` exists as an asset (then the
-graph-walk test covers its definition; this test keeps the data path honest).
+Both simulators use the shared user universe (user n = ``u{n:07d}`` / ``user{n}@example.com``), so the Braze
+user rows join Segment traits and Intercom attributes for the same people.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from cdp_assets.events import emulator
 from cdp_assets.events.assets import segment_events_load
 from cdp_assets.events.resources import PubSubResource
 from cdp_assets.events.simulator import SegmentEventFactory, publish
+from cdp_assets.intercom.assets import ALL_ASSETS as INTERCOM_ASSETS
+from cdp_assets.intercom.resources import IntercomResource
+from cdp_assets.shared.warehouse import WarehouseIOManager
 from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
 
 from . import upstream as up
@@ -63,6 +66,31 @@ def load_events(pubsub: PubSubResource, wh: DuckDBWarehouse, events: list[dict])
     return {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
 
 
+def load_contacts(wh: DuckDBWarehouse):
+    asset = next(a for a in INTERCOM_ASSETS if CONTACTS in getattr(a, "keys", ()))
+    intercom = IntercomResource(simulated=True, sim_contacts=60, sim_conversations=5, sim_companies=5)
+    result = materialize([asset], selection=[CONTACTS], resources={
+        "intercom": intercom, "warehouse": wh, "io_manager": WarehouseIOManager(warehouse=wh)})
+    assert result.success
+    return {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+
+def expected_payload(events: list[dict], contact: dict | None) -> dict:
+    """The README's precedence, recomputed independently: traits folded by time, Segment over Intercom."""
+    traits: dict = {}
+    for e in sorted((e for e in events if e["type"] == "identify"), key=lambda e: e["timestamp"]):
+        traits.update(e["traits"])
+    segment = {PAYLOAD_RENAMES.get(k, k): v for k, v in traits.items() if k not in ("email", "phone", "id")}
+    intercom = {}
+    if contact is not None:
+        intercom = {"name": contact["name"], "intercom_role": contact["role"],
+                    **orjson.loads(contact["custom_attributes"])}
+    return {k: v for k, v in {**intercom, **segment}.items() if v is not None}
+
+
+PAYLOAD_RENAMES = {"firstName": "first_name", "lastName": "last_name"}
+
+
 def run_braze(wh: DuckDBWarehouse):
     result = materialize([braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources={"warehouse": wh})
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
@@ -73,33 +101,36 @@ def test_simulated_events_reach_the_braze_tables_and_only_changes_are_republishe
     wh = DuckDBWarehouse(database=str(tmp_path / "cdp_e2e.duckdb"), lock_timeout_seconds=30)
     factory = SegmentEventFactory(seed=7, users=USERS)
     events = [factory.event(i) for i in range(600)]
-    upstream_meta = load_events(pubsub, wh, events)
-    up.write(wh, CONTACTS, [up.contact(f"ic{n}", external_id=up.uid(n), mail=up.email(n), name=f"Intercom {n}",
-                                       custom={"support_tier": "gold"}) for n in range(USERS)], "id")
+    upstream_meta = load_events(pubsub, wh, events) | load_contacts(wh)
+    contacts = wh.read(table_of(CONTACTS))
 
     braze_meta = run_braze(wh)
 
     identified = {e["userId"] for e in events if e["type"] == "identify"}
+    known = set(contacts.loc[contacts["deleted_at"].isna(), "external_id"].dropna())
     tracks = [e for e in events if e["type"] == "track"]
     users = wh.read(table_of(USERS_SYNC))
-    assert set(users["EXTERNAL_ID"]) == identified | {up.uid(n) for n in range(USERS)}
-    assert users["EXTERNAL_ID"].is_unique and users[["ALIAS_NAME", "EMAIL", "PHONE"]].isna().all().all()
+    assert set(users["EXTERNAL_ID"].dropna()) == identified | known
+    assert users["EXTERNAL_ID"].dropna().is_unique and users["ALIAS_NAME"].isna().all()
+    leads = contacts[contacts["external_id"].isna()]
+    assert set(users["EMAIL"].dropna()) <= set(leads["email"].dropna().str.lower())
     sync_events = wh.read(table_of(EVENTS_SYNC))
     assert len(sync_events) == len(tracks)
     assert sync_events["ALIAS_NAME"].notna().sum() == sum(1 for e in tracks if "userId" not in e)
 
-    # The latest identify per user decides its plan; Intercom adds what Segment does not know.
-    last_plan: dict[str, tuple[str, str]] = {}
-    for e in events:
-        if e["type"] == "identify":
-            last_plan[e["userId"]] = max(last_plan.get(e["userId"], ("", "")), (e["timestamp"], e["traits"]["plan"]))
-    some = sorted(identified)[0]
-    payload = orjson.loads(users.set_index("EXTERNAL_ID").loc[some, "PAYLOAD"])
-    assert payload["plan"] == last_plan[some][1] and payload["support_tier"] == "gold"
-    assert payload["name"].startswith("User ")  # Segment's name wins over "Intercom n"
+    # For users in both systems (and not joined by a stitched lead) the payload is exactly the documented merge.
+    lead_emails = set(leads["email"].dropna().str.lower())
+    both = sorted(u for u in identified & known if f"user{int(u[1:])}@example.com" not in lead_emails)
+    assert both, "the simulators should share users"
+    by_ext = users.set_index("EXTERNAL_ID")
+    for uid in both[:10]:
+        contact = contacts[contacts["external_id"] == uid].iloc[0].to_dict()
+        mine = [e for e in events if e.get("userId") == uid]
+        assert orjson.loads(by_ext.loc[uid, "PAYLOAD"]) == expected_payload(mine, contact)
+    some = both[0]
 
     # Lineage names columns the upstream materializations really have.
-    assert {IDENTIFIES, TRACKS} <= set(upstream_meta)
+    assert {IDENTIFIES, TRACKS, CONTACTS} <= set(upstream_meta)
     for key, columns in LINEAGE.items():
         for deps in columns.values():
             for dep_key, column in deps:
