@@ -290,7 +290,7 @@ class Workspace:
         return {
             "type": "conversation_part", "id": part_id(n, k), "part_type": "comment",
             "body": f"<p>part {k} of conversation {n}</p>", "created_at": created, "updated_at": created,
-            "notified_at": created, "assigned_to": None,
+            "notified_at": created,  # assigned_to omitted: the spec cannot say null on a $ref
             "author": {"type": "admin", "id": str(1000 + k % max(self.config.admins, 1)), "name": "Admin",
                        "email": "admin@example.com"} if admin else
                       {"type": "user", "id": contact_id(cn), "name": f"User {cn}", "email": f"user{cn}@example.com"},
