@@ -224,14 +224,28 @@ def test_blocking_contract_check_fails_on_a_broken_table(wh):
     assert any("columns differ" in p for p in schema_problems)
 
 
-def test_teradata_refuses_braze_tables_clearly(tmp_path):
-    teradata = pytest.importorskip("cdp_assets.shared.warehouse.teradata")
-    wh = teradata.TeradataWarehouse(host="vantage.invalid", user="u", password="p", database="cdp")
+def test_teradata_refuses_braze_tables_clearly(monkeypatch):
+    pytest.importorskip("cdp_assets.shared.warehouse.teradata")
+    from cdp_assets.shared.resources import shared_resources
+
+    # The real configuration path: CDP_WAREHOUSE=teradata picks the Teradata warehouse (settings via EnvVar).
+    monkeypatch.setenv("CDP_WAREHOUSE", "teradata")
+    for var, value in {"TERADATA_HOST": "vantage.invalid", "TERADATA_USER": "u", "TERADATA_PASSWORD": "s3cret-value",
+                       "TERADATA_DATABASE": "cdp"}.items():
+        monkeypatch.setenv(var, value)
+    resources = shared_resources()
+    wh = resources["warehouse"]
+    assert wh.kind == "teradata" and not type(wh).braze_readable
     with pytest.raises(contract.BrazeTargetError, match="cannot read 'teradata'.*CDP_WAREHOUSE=snowflake or bigquery"):
         contract.require_braze_readable(wh)
-    result = materialize([braze_cdi_tables, *up.UPSTREAM_SPECS], resources={"warehouse": wh}, raise_on_error=False)
+
+    result = materialize([braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources=resources,
+                         raise_on_error=False)
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    error = failure.step_failure_data.error
-    assert error.cause is not None and error.cause.cls_name == "BrazeTargetError"
-    assert "Braze Cloud Data Ingestion cannot read 'teradata'" in error.cause.message
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert {f.step_key for f in failures} >= {"braze_cdi_tables"}
+    for failure in failures:  # the step and (when they run) the checks, each with the same clear reason
+        error = failure.step_failure_data.error
+        assert error.cause is not None and error.cause.cls_name == "BrazeTargetError"
+        assert "Braze Cloud Data Ingestion cannot read 'teradata'" in error.cause.message
+        assert "s3cret-value" not in error.cause.message
