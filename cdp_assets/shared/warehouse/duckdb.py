@@ -90,6 +90,12 @@ class DuckDBWarehouse(SqlWarehouse):
             raise WarehouseError(f"DuckDB type {physical!r} has no logical mapping") from None
 
     def _container(self, table: TableRef) -> tuple[str, ...]:
+        # The file's catalog is named after it up to the first dot ("bench" for bench.duckdb). A schema of the
+        # same name makes "bench"."events" ambiguous (catalog.table or schema.table?): qualify only then, so
+        # the usual names stay "schema"."table".
+        catalog = Path(self.database).name.split(".")[0]
+        if table.schema == catalog:
+            return (catalog, table.schema, table.name)
         return (table.schema, table.name)
 
     def _existing_columns(self, conn: Any, table: TableRef) -> list[Column] | None:
