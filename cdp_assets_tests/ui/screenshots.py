@@ -92,6 +92,7 @@ def take_screenshots(url: str, out: Path, groups: list[str], partitioned: list[s
         page.goto(f"{url}/asset-groups", wait_until="networkidle")
         dismiss_welcome(page)
         missing = wait_for(page, groups_missing(groups), 30)
+        wait_for(page, lambda p: ["statuses"] if "fetching statuses" in p.inner_text("body") else [], 20)
         page.wait_for_timeout(1000)  # let edges finish drawing
         page.screenshot(path=str(out / "asset-graph-groups.png"))
         if missing:
