@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 from dagster import DagsterInstance
 
@@ -49,7 +49,9 @@ def apply_pool_limits(instance: DagsterInstance, limits: Mapping[str, int] = POO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Apply cdp_assets' pool limits to the instance at $DAGSTER_HOME.")
+    parser = argparse.ArgumentParser(
+        description="Apply cdp_assets' pool limits to the instance at $DAGSTER_HOME."
+    )
     parser.parse_args(argv)
     with DagsterInstance.get() as instance:
         changed = apply_pool_limits(instance)

@@ -1,7 +1,7 @@
-"""Asset checks generated from asset metadata, for every warehouse table that declares a primary key.
+"""Asset checks generated from asset metadata, for every warehouse table declaring a primary key.
 
-Every asset built with ``table_metadata(write_mode, primary_key, ...)`` tells the platform what its table's key
-is; these checks hold the table to it after each materialization:
+Every asset built with ``table_metadata(write_mode, primary_key, ...)`` tells the platform what its table's
+key is; these checks hold the table to it after each materialization:
 
 * ``primary_key_unique``   (ERROR): no key value appears on two rows;
 * ``primary_key_not_null`` (ERROR): no key column is NULL;
@@ -19,17 +19,18 @@ downstream tables wait for (or cycle through) a whole group's checks.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the check function's annotations at runtime.
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckKey,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AssetChecksDefinition,
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
@@ -100,7 +101,9 @@ class KeyViolations:
     examples: list[dict[str, Any]]  # a few duplicated keys with their row counts
 
 
-def key_violations(warehouse: WarehouseResource, table: TableRef, primary_key: Sequence[str]) -> KeyViolations:
+def key_violations(
+    warehouse: WarehouseResource, table: TableRef, primary_key: Sequence[str]
+) -> KeyViolations:
     """Count NULL and duplicated primary keys of ``table``: in SQL where the warehouse speaks it, else from a
     read of the key columns only."""
     if isinstance(warehouse, SqlWarehouse):
@@ -114,7 +117,9 @@ def _sql_key_violations(wh: SqlWarehouse, table: TableRef, primary_key: Sequence
     any_null = " OR ".join(f"{c} IS NULL" for c in cols)
     none_null = " AND ".join(f"{c} IS NOT NULL" for c in cols)
     keys = ", ".join(cols)
-    groups = f"SELECT {keys}, COUNT(*) AS n FROM {target} WHERE {none_null} GROUP BY {keys} HAVING COUNT(*) > 1"
+    groups = (
+        f"SELECT {keys}, COUNT(*) AS n FROM {target} WHERE {none_null} GROUP BY {keys} HAVING COUNT(*) > 1"
+    )
     # Portable SQL only (DuckDB, Snowflake, BigQuery, Teradata): derived tables with an alias, no LIMIT/TOP.
     with wh.connection() as conn:
         (null_rows,) = wh._execute(conn, f"SELECT COUNT(*) FROM {target} WHERE {any_null}").fetchone()
@@ -124,7 +129,10 @@ def _sql_key_violations(wh: SqlWarehouse, table: TableRef, primary_key: Sequence
         int(null_rows or 0),
         int(dup_keys or 0),
         int(dup_rows or 0),
-        [{**{k: _jsonable(v) for k, v in zip(primary_key, row[:-1])}, "rows": int(row[-1])} for row in examples],
+        [
+            {**{k: _jsonable(v) for k, v in zip(primary_key, row[:-1], strict=True)}, "rows": int(row[-1])}
+            for row in examples
+        ],
     )
 
 
@@ -135,7 +143,7 @@ def frame_key_violations(frame: pd.DataFrame, primary_key: Sequence[str]) -> Key
     counts = frame.loc[~null_mask].groupby(pk, dropna=False).size()
     dups = counts[counts > 1]
     examples = [
-        {**dict(zip(pk, key if isinstance(key, tuple) else (key,))), "rows": int(n)}
+        {**dict(zip(pk, key if isinstance(key, tuple) else (key,), strict=True)), "rows": int(n)}
         for key, n in dups.head(SAMPLE_SIZE).items()
     ]
     return KeyViolations(
@@ -161,9 +169,9 @@ def key_check_results(t: CheckedTable, v: KeyViolations, fqn: str) -> dict[str, 
             asset_key=t.key,
             check_name=PK_UNIQUE,
             passed=v.duplicate_keys == 0,
-            description=None if v.duplicate_keys == 0 else (
-                f"{v.duplicate_keys} key value(s) of {fqn} appear on {v.duplicate_rows} rows"
-            ),
+            description=None
+            if v.duplicate_keys == 0
+            else (f"{v.duplicate_keys} key value(s) of {fqn} appear on {v.duplicate_rows} rows"),
             metadata={
                 "primary_key": pk,
                 "duplicate_keys": v.duplicate_keys,
@@ -234,7 +242,9 @@ def build_table_checks(tables: Iterable[CheckedTable], name: str) -> AssetChecks
     """One subsettable multi-asset check evaluating every generated check of ``tables``."""
     by_key = {t.key: t for t in tables}
     specs = [
-        AssetCheckSpec(check, asset=t.key, description=_DESCRIPTIONS[check].format(pk=", ".join(t.primary_key)))
+        AssetCheckSpec(
+            check, asset=t.key, description=_DESCRIPTIONS[check].format(pk=", ".join(t.primary_key))
+        )
         for t in by_key.values()
         for check in t.check_names()
     ]
@@ -243,7 +253,7 @@ def build_table_checks(tables: Iterable[CheckedTable], name: str) -> AssetChecks
         specs=specs,
         name=name,
         can_subset=True,
-        description="Primary-key and row-count checks generated from table metadata (cdp_assets.shared.checks).",
+        description="Primary-key and row-count checks generated from table metadata (shared/checks.py).",
     )
     def _table_checks(context: AssetCheckExecutionContext, warehouse: WarehouseResource):
         selected = context.selected_asset_check_keys
@@ -255,7 +265,9 @@ def build_table_checks(tables: Iterable[CheckedTable], name: str) -> AssetChecks
                 if warehouse.columns(t.table) is None:
                     for check in (c for c in wanted if c != ROW_COUNT_SHRINK):
                         yield AssetCheckResult(
-                            asset_key=key, check_name=check, passed=False,
+                            asset_key=key,
+                            check_name=check,
+                            passed=False,
                             description=f"{fqn} does not exist: the asset wrote nothing yet",
                         )
                 else:

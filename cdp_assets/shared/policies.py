@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from itertools import pairwise
 
 from dagster import (
     AssetKey,
@@ -76,7 +77,7 @@ def table_checks(defs: Definitions) -> list:
 def longest_gap(cron: str | Iterable[str], timezone: str | None = None) -> dt.timedelta:
     """The longest time between two consecutive ticks of a schedule (one cron string or several)."""
     crons = [cron] if isinstance(cron, str) else list(cron)
-    start = dt.datetime.now(dt.timezone.utc)
+    start = dt.datetime.now(dt.UTC)
     ticks: set[dt.datetime] = set()
     for c in crons:
         for n, tick in enumerate(cron_string_iterator(start.timestamp(), c, timezone or "UTC")):
@@ -84,7 +85,7 @@ def longest_gap(cron: str | Iterable[str], timezone: str | None = None) -> dt.ti
                 break
             ticks.add(tick)
     ordered = sorted(ticks)
-    return max(b - a for a, b in zip(ordered, ordered[1:]))
+    return max(b - a for a, b in pairwise(ordered))
 
 
 def freshness_for_gap(gap: dt.timedelta) -> FreshnessPolicy:

@@ -1,5 +1,6 @@
-"""Start Dagster's own services for real, as a deployment runs them: one code server (gRPC), the webserver and,
-when asked, the daemon, all sharing a temporary instance and a workspace file that points at the code server.
+"""Start Dagster's own services for real, as a deployment runs them: one code server (gRPC), the
+webserver and, when asked, the daemon, all sharing a temporary instance and a workspace file that points at
+the code server.
 
 Every process gets its own session, so stopping them ends their children too (run workers, code-server
 subprocesses) and nothing else. Ports are ephemeral; nothing is written outside the given folder except what
@@ -16,9 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import requests
 
@@ -50,7 +51,12 @@ class DagsterServices:
     def start(self, name: str, args: Sequence[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
-            list(args), cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            list(args),
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes[name] = proc
         return proc
@@ -90,7 +96,10 @@ class DagsterServices:
 
     def wait_until_loaded(self, timeout: float = 120) -> None:
         """Until the webserver answers and its workspace has loaded the code location without error."""
-        query = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries {"
+            " name locationOrLoadError { __typename } } } } }"
+        )
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -107,7 +116,9 @@ class DagsterServices:
             except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
                 last = repr(exc)
             time.sleep(0.5)
-        raise TimeoutError(f"code location {self.location_name!r} did not load: {last}\n{self.log_tail('webserver')}")
+        raise TimeoutError(
+            f"code location {self.location_name!r} did not load: {last}\n{self.log_tail('webserver')}"
+        )
 
 
 @contextlib.contextmanager
@@ -140,8 +151,20 @@ def dagster_services(
         # `dagster api grpc` is what the Helm chart's user deployments run; it serves once the code is loaded
         services.start(
             "code_server",
-            [str(BIN / "dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(grpc_port),
-             "--location-name", location_name, "-d", str(REPO_ROOT), *location_args],
+            [
+                str(BIN / "dagster"),
+                "api",
+                "grpc",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(grpc_port),
+                "--location-name",
+                location_name,
+                "-d",
+                str(REPO_ROOT),
+                *location_args,
+            ],
         )
         services.wait_for_code_server(grpc_port)
         services.start(

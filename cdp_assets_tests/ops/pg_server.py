@@ -16,9 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
 
@@ -38,7 +38,11 @@ class PgServer:
 
     def connect(self, db: str = "postgres", user: str | None = None, password: str | None = None):
         return psycopg2.connect(
-            host=self.host, port=self.port, dbname=db, user=user or self.superuser, password=password or self.password
+            host=self.host,
+            port=self.port,
+            dbname=db,
+            user=user or self.superuser,
+            password=password or self.password,
         )
 
     def create_database(self, db: str, owner: str, password: str) -> None:
@@ -57,7 +61,9 @@ def pg_bin_dir() -> Path | None:
     found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     if not found:
         return None
-    newest = max(found, key=lambda p: float(Path(p).parts[-3]) if Path(p).parts[-3].replace(".", "").isdigit() else 0)
+    newest = max(
+        found, key=lambda p: float(Path(p).parts[-3]) if Path(p).parts[-3].replace(".", "").isdigit() else 0
+    )
     return Path(newest).parent
 
 
@@ -69,7 +75,8 @@ def _service_account() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
         )
         return pwd.getpwnam(SERVICE_USER)
 
@@ -86,7 +93,7 @@ def running_postgres(superuser_password: str = "cdp-test-superuser") -> Iterator
     if bin_dir is None:
         raise FileNotFoundError(INSTALL_HINT)
     account = _service_account()
-    # /tmp rather than pytest's tmp_path: as root the latter is private to root and the server user must enter it.
+    # /tmp, not pytest's tmp_path: as root that one is private to root, and the server user must enter it.
     root = Path(tempfile.mkdtemp(prefix="cdp-pg-"))
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
@@ -102,8 +109,17 @@ def running_postgres(superuser_password: str = "cdp-test-superuser") -> Iterator
         return subprocess.run(cmd, capture_output=True, text=True, cwd=root, **as_user)
 
     init = run(
-        str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--no-sync",
-        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--no-sync",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={pwfile}",
     )
     if init.returncode:
         shutil.rmtree(root, ignore_errors=True)
@@ -116,8 +132,19 @@ def running_postgres(superuser_password: str = "cdp-test-superuser") -> Iterator
                 f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
-            started = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"),
-                          "-w", "-t", "60", "-o", options, "start")
+            started = run(
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            )
             if started.returncode == 0:
                 break
         else:

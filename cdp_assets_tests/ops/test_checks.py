@@ -91,7 +91,9 @@ def _run(defs: Definitions, instance: DagsterInstance, **configs: dict):
     """Materialize every asset of ``defs`` once (with the given per-asset configs) and return the check
     evaluations by (asset name, check name)."""
     run_config = {"ops": {name: {"config": cfg} for name, cfg in configs.items()}}
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, run_config=run_config)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, run_config=run_config
+    )
     assert result.success
     return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
 
@@ -99,9 +101,13 @@ def _run(defs: Definitions, instance: DagsterInstance, **configs: dict):
 def test_generated_checks_cover_primary_key_tables_only(defs):
     keys = {(k.asset_key.path[-1], k.name) for k in defs.resolve_asset_graph().asset_check_keys}
     assert keys == {
-        ("contacts", PK_UNIQUE), ("contacts", PK_NOT_NULL), ("contacts", ROW_COUNT_SHRINK),
-        ("events", PK_UNIQUE), ("events", PK_NOT_NULL),  # append: no shrink check
-        ("invoices", PK_UNIQUE), ("invoices", PK_NOT_NULL),  # merge: no shrink check
+        ("contacts", PK_UNIQUE),
+        ("contacts", PK_NOT_NULL),
+        ("contacts", ROW_COUNT_SHRINK),
+        ("events", PK_UNIQUE),
+        ("events", PK_NOT_NULL),  # append: no shrink check
+        ("invoices", PK_UNIQUE),
+        ("invoices", PK_NOT_NULL),  # merge: no shrink check
     }
     # one check step per group, not one per table
     assert sorted(c.node_def.name for c in defs.asset_checks) == ["billing_table_checks", "crm_table_checks"]
@@ -230,7 +236,10 @@ def test_real_code_location_checks_every_primary_key_table():
     ]
     assert not missing
     replace_tables = [n for n in pk_tables if n.metadata.get("write_mode") == WriteMode.REPLACE.value]
-    assert all(any(ck.asset_key == n.key and ck.name == ROW_COUNT_SHRINK for ck in check_keys) for n in replace_tables)
+    assert all(
+        any(ck.asset_key == n.key and ck.name == ROW_COUNT_SHRINK for ck in check_keys)
+        for n in replace_tables
+    )
 
 
 def test_real_code_location_scheduled_assets_have_freshness():

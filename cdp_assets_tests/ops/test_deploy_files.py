@@ -44,7 +44,8 @@ def test_helm_concurrency_equals_production_instance():
     assert helm["concurrency"] == _camel(prod["concurrency"])
     retries = helm["dagsterDaemon"]["runRetries"]
     assert (retries["maxRetries"], retries["retryOnAssetOrOpFailure"]) == (
-        prod["run_retries"]["max_retries"], prod["run_retries"]["retry_on_asset_or_op_failure"]
+        prod["run_retries"]["max_retries"],
+        prod["run_retries"]["retry_on_asset_or_op_failure"],
     )
     assert helm["postgresql"]["postgresqlScheme"] == prod["storage"]["postgres"]["postgres_db"]["scheme"]
 
@@ -93,7 +94,9 @@ def test_dockerfile_copies_existing_paths_and_pins_our_dagster_release():
     assert sources, "no COPY in the Dockerfile"
     for src in sources:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
-        assert f"!{src}" in ignore or f"!{src.rstrip('/')}/" in ignore, f"{src} is excluded from the build context"
+        assert f"!{src}" in ignore or f"!{src.rstrip('/')}/" in ignore, (
+            f"{src} is excluded from the build context"
+        )
     # dagster-k8s is not a project dependency; its pin must follow the installed Dagster libraries
     (pin,) = re.findall(r"dagster-k8s==([0-9.]+)", dockerfile)
     assert pin == dagster_postgres.__version__

@@ -8,10 +8,10 @@ the DuckDB file the runs wrote.
 """
 
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import duckdb
-import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from .dagster_services import dagster_services
@@ -52,7 +52,9 @@ CHECKS = """
 query Checks($path: [String!]!) {
   assetNodeOrError(assetKey: {path: $path}) {
     ... on AssetNode {
-      assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } }
+      assetChecksOrError {
+        ... on AssetChecks { checks { name executionForLatestMaterialization { status } } }
+      }
     }
   }
 }"""
@@ -66,7 +68,9 @@ def _wait(what: str, probe, timeout: float, services):
         if value:
             return value
         time.sleep(1)
-    raise TimeoutError(f"{what} did not happen in {timeout}s\n--- daemon log ---\n{services.log_tail('daemon')}")
+    raise TimeoutError(
+        f"{what} did not happen in {timeout}s\n--- daemon log ---\n{services.log_tail('daemon')}"
+    )
 
 
 def _rows_written(materializations: list[dict]) -> dict[str, int]:
@@ -93,8 +97,13 @@ def test_job_and_backfill_through_the_graphql_client(tmp_path: Path):
         # 2. a partition backfill of three months (the client has no backfill method: raw GraphQL)
         launched = client._execute(
             LAUNCH_BACKFILL,
-            {"params": {"assetSelection": [{"path": ["tiny", "daily_usage"]}], "partitionNames": MONTHS,
-                        "title": "three months"}},
+            {
+                "params": {
+                    "assetSelection": [{"path": ["tiny", "daily_usage"]}],
+                    "partitionNames": MONTHS,
+                    "title": "three months",
+                }
+            },
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill_id = launched["backfillId"]
@@ -105,21 +114,27 @@ def test_job_and_backfill_through_the_graphql_client(tmp_path: Path):
 
         def backfill_done():
             b = client._execute(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-            return b if b["status"] in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED") else None
+            return (
+                b if b["status"] in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED") else None
+            )
 
         backfill = _wait("backfill completion", backfill_done, 120, services)
         assert backfill["status"] == "COMPLETED_SUCCESS" and backfill["numPartitions"] == 3
         assert len(backfill["runs"]) == 3 and all(r["status"] == "SUCCESS" for r in backfill["runs"])
-        assert sorted(
-            next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition") for r in backfill["runs"]
-        ) == MONTHS
+        assert (
+            sorted(
+                next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition")
+                for r in backfill["runs"]
+            )
+            == MONTHS
+        )
 
         # 4. every run carried its code location tag, and the queue never ran two of them at once
         runs = client._execute(RUNS)["runsOrError"]["results"]
         assert len(runs) == 4 and all(r["status"] == "SUCCESS" for r in runs)
         assert all({"key": "dagster/code_location", "value": LOCATION} in r["tags"] for r in runs)
         spans = sorted((r["startTime"], r["endTime"]) for r in runs)
-        assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in zip(spans, spans[1:])), spans
+        assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in pairwise(spans)), spans
 
         # 5. materializations and their row counts, per partition
         usage = client._execute(MATERIALIZATIONS, {"path": ["tiny", "daily_usage"]})["assetOrError"]
@@ -134,7 +149,9 @@ def test_job_and_backfill_through_the_graphql_client(tmp_path: Path):
             for c in checks["assetChecksOrError"]["checks"]
         }
         assert statuses == {
-            "primary_key_unique": "SUCCEEDED", "primary_key_not_null": "SUCCEEDED", "row_count_shrink": "SUCCEEDED"
+            "primary_key_unique": "SUCCEEDED",
+            "primary_key_not_null": "SUCCEEDED",
+            "row_count_shrink": "SUCCEEDED",
         }
 
     # 7. and the data is in the warehouse the runs wrote
@@ -142,7 +159,8 @@ def test_job_and_backfill_through_the_graphql_client(tmp_path: Path):
     try:
         by_month = dict(
             con.execute(
-                "SELECT strftime(date_trunc('month', day), '%Y-%m-%d'), COUNT(*) FROM tiny.daily_usage GROUP BY 1"
+                "SELECT strftime(date_trunc('month', day), '%Y-%m-%d'), COUNT(*)"
+                " FROM tiny.daily_usage GROUP BY 1"
             ).fetchall()
         )
         assert by_month == {m: 2 * d for m, d in DAYS_IN.items()}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
-from dagster._core.scheduler.instigation import InstigatorStatus
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.scheduler.instigation import InstigatorStatus
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from cdp_assets.deploy.pools import POOL_LIMITS, apply_pool_limits
@@ -57,7 +57,9 @@ def prod_home(pg, tmp_path, monkeypatch) -> Path:
 
 def _in_process_location(instance: DagsterInstance):
     origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(python_file=str(LOCATION_FILE), attribute="defs", working_directory=str(project_root())),
+        LoadableTargetOrigin(
+            python_file=str(LOCATION_FILE), attribute="defs", working_directory=str(project_root())
+        ),
         location_name="tiny",
     )
     return origin.create_location(instance)
@@ -71,7 +73,11 @@ def test_prod_instance_round_trip_through_postgres(pg, prod_home):
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
-        assert {"key": "cdp/warehouse", "value": "duckdb", "limit": 1} in concurrency.run_queue_config.tag_concurrency_limits
+        assert {
+            "key": "cdp/warehouse",
+            "value": "duckdb",
+            "limit": 1,
+        } in concurrency.run_queue_config.tag_concurrency_limits
         assert concurrency.pool_config.default_pool_limit == 1
 
         # pool limits live in PostgreSQL; applying them twice changes nothing the second time

@@ -35,7 +35,9 @@ MONTHS = MonthlyPartitionsDefinition(start_date="2026-01-01", end_date="2026-07-
 )
 def customers() -> pd.DataFrame:
     """Full refresh of a small customer list."""
-    return pd.DataFrame({"user_id": [f"u{n:07d}" for n in range(5)], "plan": ["free", "pro", "pro", "free", "team"]})
+    return pd.DataFrame(
+        {"user_id": [f"u{n:07d}" for n in range(5)], "plan": ["free", "pro", "pro", "free", "team"]}
+    )
 
 
 @asset(
@@ -49,12 +51,17 @@ def daily_usage(context: AssetExecutionContext) -> pd.DataFrame:
     start, end = context.partition_time_window
     days = pd.date_range(start, end - dt.timedelta(days=1), freq="D").date
     return pd.DataFrame(
-        [{"day": d, "workspace": w, "events": d.day * 10 + i} for d in days for i, w in enumerate(("ws1", "ws2"))]
+        [
+            {"day": d, "workspace": w, "events": d.day * 10 + i}
+            for d in days
+            for i, w in enumerate(("ws1", "ws2"))
+        ]
     )
 
 
-customers_job = define_asset_job("tiny_customers_job", selection=[customers], tags={"cdp/warehouse": "duckdb"})
-
+customers_job = define_asset_job(
+    "tiny_customers_job", selection=[customers], tags={"cdp/warehouse": "duckdb"}
+)
 
 
 def build_defs() -> Definitions:
@@ -63,7 +70,9 @@ def build_defs() -> Definitions:
         Definitions(
             assets=[customers, daily_usage],
             jobs=[customers_job],
-            schedules=[ScheduleDefinition(name="tiny_customers_daily", job=customers_job, cron_schedule="0 4 * * *")],
+            schedules=[
+                ScheduleDefinition(name="tiny_customers_daily", job=customers_job, cron_schedule="0 4 * * *")
+            ],
             resources=shared_resources(),
             # one process per run (the run worker) instead of one per step: these tests exercise the instance
             # and the run queue, not step isolation

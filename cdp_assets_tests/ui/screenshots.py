@@ -1,13 +1,13 @@
 """Browser check of the Dagster UI for the real code location: screenshots of the global asset graph, of a
 partitioned asset's page and of the concurrency pools, taken with headless Chromium driven by Playwright.
 
-    .venv/bin/python cdp_assets_tests/ui/screenshots.py OUT_DIR [--expect-groups segment,intercom,events,braze]
+    .venv/bin/python cdp_assets_tests/ui/screenshots.py OUT_DIR [--expect-groups segment,intercom,...]
 
 It starts `dagster api grpc` for ``cdp_assets.definitions``, `dagster-webserver` on an ephemeral port and a
 temporary instance made from the project's ``dagster.yaml`` (with the pool limits applied), opens the pages in
 Debian's Chromium (``/usr/bin/chromium``, package ``chromium``; Playwright's own browser downloads are never
-used), saves PNGs into OUT_DIR, and checks that the graph shows every expected asset group. Exit status 0 means
-every screenshot was taken and every expected group is on the graph; the run time is printed at the end.
+used), saves PNGs into OUT_DIR, and checks that the graph shows every expected asset group. Exit status 0
+means every screenshot was taken and every expected group is on the graph; the run time is printed at the end.
 
 Needs: ``apt-get install chromium`` and the Python package ``playwright`` (no ``playwright install``).
 """
@@ -27,11 +27,17 @@ sys.path.insert(0, str(REPO_ROOT))
 from cdp_assets_tests.ops.dagster_services import dagster_services  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-# As the machine's documentation prescribes for a closed network: no background connections, no GPU, no sandbox
-# (we may be root). Playwright adds --headless itself.
+# As the machine's documentation prescribes for a closed network: no background connections, no GPU, no
+# sandbox (we may be root). Playwright adds --headless itself.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 DEFAULT_GROUPS = "segment,intercom,events,braze"
 VIEWPORT = {"width": 1680, "height": 1050}
@@ -42,14 +48,17 @@ ASSET_NODES = "{ assetNodes { assetKey { path } groupName isPartitioned isMateri
 def pick_partitioned_asset(nodes: list[dict]) -> list[str] | None:
     """A partitioned asset to show: a Segment usage table if there is one, else any partitioned table."""
     partitioned = [n for n in nodes if n["isPartitioned"] and n["isMaterializable"]]
-    partitioned.sort(key=lambda n: ("usage" not in "/".join(n["assetKey"]["path"]), n["groupName"] != "segment"))
+    partitioned.sort(
+        key=lambda n: ("usage" not in "/".join(n["assetKey"]["path"]), n["groupName"] != "segment")
+    )
     return partitioned[0]["assetKey"]["path"] if partitioned else None
 
 
 #: Labels drawn on the graph canvas (group titles, asset names) are large; the sidebar's tree is not. Reading
 #: them tells what the graph itself shows, not what the sidebar lists.
 CANVAS_LABELS_JS = """() => Array.from(document.querySelectorAll('body *'))
-  .filter(e => e.children.length === 0 && e.textContent.trim() && parseFloat(getComputedStyle(e).fontSize) >= 18)
+  .filter(e => e.children.length === 0 && e.textContent.trim())
+  .filter(e => parseFloat(getComputedStyle(e).fontSize) >= 18)
   .map(e => e.textContent.trim().toLowerCase())"""
 
 
@@ -129,7 +138,9 @@ def take_screenshots(url: str, out: Path, groups: list[str], partitioned: list[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder for the PNG files (created if missing)")
-    parser.add_argument("--expect-groups", default=DEFAULT_GROUPS, help=f"comma-separated (default {DEFAULT_GROUPS})")
+    parser.add_argument(
+        "--expect-groups", default=DEFAULT_GROUPS, help=f"comma-separated (default {DEFAULT_GROUPS})"
+    )
     args = parser.parse_args(argv)
     out: Path = args.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
