@@ -27,8 +27,9 @@ POOL_LIMITS: Mapping[str, int] = {
     "intercom_api": 2,
     # Intercom allows one open scroll per app; a second gets 400 "scroll already exists" (intercom.md).
     "intercom_scroll": 1,
-    # Pub/Sub pulls: two loaders keep a subscription drained; more only contend for the warehouse writer.
-    "pubsub": 2,
+    # The Segment events loader drains one subscription and acks only after its warehouse commit: one
+    # drainer at a time, so a sensor run and a manual run never ack each other's messages mid-write.
+    "pubsub_segment_events": 1,
 }
 
 

@@ -133,6 +133,14 @@ def test_every_variable_the_resources_read_is_documented():
     assert not missing, f"variables read by the code but not in DEPLOY.md's secrets table: {missing}"
 
 
+def test_pool_table_covers_exactly_the_pools_the_assets_declare():
+    from cdp_assets.definitions import defs
+
+    declared = {pool for node in defs.resolve_asset_graph().asset_nodes for pool in node.pools or ()}
+    assert declared, "no asset of the code location declares a pool"
+    assert declared == set(POOL_LIMITS)
+
+
 def test_documented_pool_commands_match_the_pool_table():
     text = (DEPLOY / "DEPLOY.md").read_text()
     (loop,) = re.findall(r"for pool in ([a-z_=0-9 ]+); do", text)
