@@ -121,10 +121,15 @@ def _sql_key_violations(wh: SqlWarehouse, table: TableRef, primary_key: Sequence
         f"SELECT {keys}, COUNT(*) AS n FROM {target} WHERE {none_null} GROUP BY {keys} HAVING COUNT(*) > 1"
     )
     # Portable SQL only (DuckDB, Snowflake, BigQuery, Teradata): derived tables with an alias, no LIMIT/TOP.
+    # ``_execute`` is the warehouse's own statement hook (its cursor quirks included), as in row_count().
     with wh.connection() as conn:
         (null_rows,) = wh._execute(conn, f"SELECT COUNT(*) FROM {target} WHERE {any_null}").fetchone()
         dup_keys, dup_rows = wh._execute(conn, f"SELECT COUNT(*), SUM(d.n) FROM ({groups}) d").fetchone()
-        examples = wh._execute(conn, groups).fetchmany(SAMPLE_SIZE) if dup_keys else []
+        examples = (
+            _first_rows(wh._execute(conn, f"{groups} ORDER BY n DESC, {keys}"), SAMPLE_SIZE)
+            if dup_keys
+            else []
+        )
     return KeyViolations(
         int(null_rows or 0),
         int(dup_keys or 0),
@@ -136,12 +141,18 @@ def _sql_key_violations(wh: SqlWarehouse, table: TableRef, primary_key: Sequence
     )
 
 
+def _first_rows(cursor: Any, n: int) -> list[tuple]:
+    fetchmany = getattr(cursor, "fetchmany", None)  # some warehouses hand back fully fetched results
+    return list(fetchmany(n)) if fetchmany else list(cursor.fetchall()[:n])
+
+
 def frame_key_violations(frame: pd.DataFrame, primary_key: Sequence[str]) -> KeyViolations:
     """The same counts over a DataFrame of the key columns (warehouses without a SQL connection)."""
     pk = list(primary_key)
     null_mask = frame[pk].isna().any(axis=1)
     counts = frame.loc[~null_mask].groupby(pk, dropna=False).size()
     dups = counts[counts > 1]
+    dups = dups.sort_index().sort_values(ascending=False, kind="stable")  # like the SQL: most rows, then key
     examples = [
         {**dict(zip(pk, key if isinstance(key, tuple) else (key,), strict=True)), "rows": int(n)}
         for key, n in dups.head(SAMPLE_SIZE).items()

@@ -25,8 +25,9 @@ from cdp_assets.shared.checks import (
     key_violations,
 )
 from cdp_assets.shared.policies import apply_platform_policies, freshness_for_gap, longest_gap
-from cdp_assets.shared.warehouse import TableRef, WarehouseIOManager, WriteMode, table_metadata
+from cdp_assets.shared.warehouse import TableRef, WarehouseIOManager, WriteMode, WritePlan, table_metadata
 from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
+from cdp_assets_tests.warehouse.conftest import backend, bq_emulator, fake_snowflake  # noqa: F401 (fixtures)
 
 
 class Rows(Config):
@@ -155,20 +156,24 @@ def test_full_refresh_shrink_warns_without_failing_the_run(defs):
     assert (shrink.metadata["previous"].value, shrink.metadata["current"].value) == (60, 6)
 
 
-def test_sql_and_frame_counts_agree(warehouse):
-    """The SQL path (DuckDB) and the DataFrame path (warehouses read column-wise) give the same answer."""
-    from cdp_assets.shared.warehouse import WritePlan
-
+def test_key_counts_agree_on_every_sql_warehouse_and_in_pandas(backend):  # noqa: F811 (fixture)
+    """The check's SQL runs unchanged on DuckDB, Snowflake (fakesnow) and BigQuery (bqemulator), and the
+    DataFrame path (for warehouses read column-wise) gives the same answer."""
     frame = pd.DataFrame(
-        {"a": ["x", "x", "x", "y", None, "z", "z"], "b": [1, 1, 1, 2, 3, None, 4], "v": range(7)}
+        {
+            "a": ["x", "x", "x", "y", None, "z", "z", "w", "w"],
+            "b": [1, 1, 1, 2, 3, None, 4, 5, 5],
+            "v": range(9),
+        }
     )
-    table = TableRef("main", "pairs")
-    warehouse.write(frame, WritePlan(table, WriteMode.APPEND))
-    sql = key_violations(warehouse, table, ["a", "b"])
-    df = frame_key_violations(warehouse.read(table, columns=["a", "b"]), ["a", "b"])
-    assert (sql.null_rows, sql.duplicate_keys, sql.duplicate_rows) == (2, 1, 3)
-    assert (df.null_rows, df.duplicate_keys, df.duplicate_rows) == (2, 1, 3)
-    assert sql.examples == df.examples == [{"a": "x", "b": 1, "rows": 3}]
+    table = backend.table("pairs")
+    backend.wh.write(frame, WritePlan(table, WriteMode.APPEND))
+    sql = key_violations(backend.wh, table, ["a", "b"])
+    df = frame_key_violations(backend.wh.read(table, columns=["a", "b"]), ["a", "b"])
+    assert (sql.null_rows, sql.duplicate_keys, sql.duplicate_rows) == (2, 2, 5)
+    assert (df.null_rows, df.duplicate_keys, df.duplicate_rows) == (2, 2, 5)
+    # most duplicated first, then by key
+    assert sql.examples == df.examples == [{"a": "x", "b": 1, "rows": 3}, {"a": "w", "b": 5, "rows": 2}]
 
 
 # ------------------------------------------------------------------------------------------ freshness
