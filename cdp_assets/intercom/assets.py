@@ -84,12 +84,12 @@ class IncrementalConfig(Config):
         description="Read the full id set and mark records that vanished upstream (the daily reconciliation).",
     )
     lookback_seconds: int | None = Field(default=None, description="Re-read window before the cursor (default per collection).")
-    batch_size: int = Field(default=5_000, description="Records per warehouse merge.")
+    batch_size: int = Field(default=20_000, description="Records per warehouse merge.")
 
 
 class ConversationsConfig(IncrementalConfig):
     parts_concurrency: int = Field(default=4, description="Conversations fetched at once for their parts.")
-    batch_size: int = Field(default=1_000, description="Conversations per warehouse merge.")
+    batch_size: int = Field(default=2_000, description="Conversations per warehouse merge.")
 
 
 def _final_metadata(warehouse: WarehouseResource, table: TableRef, col: Collection, rows: int) -> dict[str, Any]:

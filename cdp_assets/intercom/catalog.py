@@ -90,16 +90,28 @@ class Collection:
         that are not in the records themselves, e.g. a parent's id or deletion marks)."""
         records = records if isinstance(records, list) else list(records)
         extra = extra or {}
-        data: dict[str, Any] = {}
+        cols = self.new_columns()
+        self.extend_columns(cols, records)
+        cols.update({k: list(v) for k, v in extra.items() if k in cols})
+        return self.frame_from_columns(cols)
+
+    def new_columns(self) -> dict[str, list]:
+        return {c.name: [] for c in self.columns}
+
+    def extend_columns(self, cols: dict[str, list], records: list[dict]) -> None:
+        """Append records to per-column lists: cheap per page; the DataFrame is built once per batch
+        (pandas' fixed cost per frame would otherwise dominate 150-record pages)."""
         for col in self.columns:
-            values = list(extra[col.name]) if col.name in extra else [col.get(r) for r in records]
-            data[col.name] = _typed(values, col.kind)
-        return pd.DataFrame(data)
+            cols[col.name].extend([col.get(r) for r in records])
+
+    def frame_from_columns(self, cols: dict[str, list]) -> pd.DataFrame:
+        return pd.DataFrame({c.name: _typed(cols[c.name], c.kind) for c in self.columns})
 
 
 def _typed(values: list[Any], kind: Kind) -> Any:
     if kind is Kind.TS:
-        return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
+        # integers, not floats: float seconds * 1e9 can trip numpy overflow checks
+        return pd.to_datetime(pd.Series(pd.array(values, dtype="Int64")), unit="s", utc=True).astype("datetime64[ns, UTC]")
     if kind is Kind.INT:
         return pd.array(values, dtype="Int64")
     if kind is Kind.BOOL:

@@ -83,17 +83,22 @@ def read_window(client: IntercomClient, path: str, records_key: str, lower: int,
 
 
 class BatchWriter:
-    """Merges record batches into one table from a background thread, so fetching the next pages overlaps
-    the warehouse write. At most one batch is being written while the next one fills: memory stays flat
-    whatever the collection's size."""
+    """Merges record pages into one table in batches, writing from a background thread so that fetching
+    the next pages overlaps the warehouse write.
+
+    Each page's fields go into per-column lists as soon as it arrives (the decoded page is dropped), and
+    at most one batch is being written while the next one fills: memory stays flat whatever the size of the
+    collection. Batches are large (20,000 rows by default) because every warehouse write has a fixed cost
+    (connection, schema check, transaction): DuckDB merges 5,000-row batches at ~20k rows/s and 20,000-row
+    batches at ~30k rows/s on the reference machine."""
 
     def __init__(self, warehouse: WarehouseResource, collection: Collection, table: TableRef,
-                 batch_size: int = 5_000, prepare: Callable[[list[dict]], pd.DataFrame] | None = None):
+                 batch_size: int = 20_000):
         self.warehouse, self.collection, self.table = warehouse, collection, table
         self.batch_size = batch_size
-        self.prepare = prepare or collection.frame
         self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key)
-        self.buffer: list[dict] = []
+        self.columns = collection.new_columns()
+        self.buffered = 0
         self.pending: Future | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{collection.name}")
         self.result: WriteResult | None = None
@@ -101,23 +106,22 @@ class BatchWriter:
         self.batches = 0
 
     def add(self, records: Sequence[dict]) -> None:
-        self.buffer.extend(records)
-        if len(self.buffer) >= self.batch_size:
+        if not records:
+            return
+        self.collection.extend_columns(self.columns, list(records))
+        self.buffered += len(records)
+        if self.buffered >= self.batch_size:
             self._submit()
 
-    def write_frame(self, frame: pd.DataFrame) -> None:
-        self._wait()
-        if not frame.empty:
-            self.result = self.warehouse.write(frame, self.plan)
-
     def _submit(self) -> None:
-        batch, self.buffer = self.buffer, []
+        columns, self.columns, self.buffered = self.columns, self.collection.new_columns(), 0
         self._wait()  # backpressure: never more than one batch in flight
-        self.pending = self.pool.submit(self._write, batch)
+        self.pending = self.pool.submit(self._write, columns)
 
-    def _write(self, batch: list[dict]) -> None:
-        self.result = self.warehouse.write(self.prepare(batch), self.plan)
-        self.rows += len(batch)
+    def _write(self, columns: dict[str, list]) -> None:
+        frame = self.collection.frame_from_columns(columns)
+        self.result = self.warehouse.write(frame, self.plan)
+        self.rows += len(frame)
         self.batches += 1
 
     def _wait(self) -> None:
@@ -126,7 +130,7 @@ class BatchWriter:
             pending.result()  # re-raises a failed write here, in the asset's thread
 
     def flush(self) -> WriteResult | None:
-        if self.buffer:
+        if self.buffered:
             self._submit()
         self._wait()
         return self.result
@@ -186,7 +190,7 @@ def mark_deleted(warehouse: WarehouseResource, collection: Collection, table: Ta
     for name in {k for m in marks.values() for k in m}:
         values = [marks[i].get(name) for i in frame["id"]]
         if name == "deleted_at":
-            frame[name] = pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
+            frame[name] = pd.to_datetime(pd.Series(pd.array(values, dtype="Int64")), unit="s", utc=True).astype("datetime64[ns, UTC]")
         else:
             frame[name] = pd.Series(values, dtype=object)
     warehouse.write(frame, WritePlan(table, WriteMode.MERGE, collection.primary_key))
