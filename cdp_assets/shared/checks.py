@@ -61,6 +61,8 @@ class CheckedTable:
     write_mode: WriteMode
     group: str
     max_shrink: float = DEFAULT_MAX_SHRINK
+    #: checks the asset already defines itself; they are not generated again
+    own_checks: frozenset[str] = frozenset()
 
     @property
     def table(self) -> TableRef:
@@ -70,7 +72,7 @@ class CheckedTable:
         names = [PK_UNIQUE, PK_NOT_NULL]
         if self.write_mode is WriteMode.REPLACE:
             names.append(ROW_COUNT_SHRINK)
-        return names
+        return [n for n in names if n not in self.own_checks]
 
 
 def _raw(value: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from itertools import pairwise
 
 from dagster import (
@@ -50,17 +51,21 @@ def apply_platform_policies(defs: Definitions) -> Definitions:
 
 
 def checked_tables(defs: Definitions) -> list[CheckedTable]:
-    """Every materializable asset with a declared primary key whose generated checks it does not define
-    itself (an asset that ships its own ``primary_key_unique`` keeps it)."""
+    """Every materializable asset with a declared primary key, minus the generated checks it already defines
+    itself (an asset that ships its own ``primary_key_unique`` keeps it; the others are still generated)."""
     graph = defs.resolve_asset_graph()
-    existing = set(graph.asset_check_keys)
+    own: dict[AssetKey, set[str]] = {}
+    for ck in graph.asset_check_keys:
+        own.setdefault(ck.asset_key, set()).add(ck.name)
     tables = []
     for node in graph.asset_nodes:
         if not node.is_materializable:
             continue
         t = checked_table(node.key, node.metadata, node.group_name)
-        if t is not None and not any(ck.asset_key == t.key and ck.name in t.check_names() for ck in existing):
-            tables.append(t)
+        if t is not None:
+            t = replace(t, own_checks=frozenset(own.get(t.key, ())))
+            if t.check_names():
+                tables.append(t)
     return sorted(tables, key=lambda t: t.key.to_user_string())
 
 

@@ -6,12 +6,15 @@ import datetime as dt
 import pandas as pd
 import pytest
 from dagster import (
+    AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetKey,
     Config,
     DagsterInstance,
     Definitions,
     FreshnessPolicy,
+    Output,
     ScheduleDefinition,
     asset,
     define_asset_job,
@@ -219,6 +222,28 @@ def test_own_freshness_policy_is_kept(warehouse):
     )
     (node,) = defs.resolve_asset_graph().asset_nodes
     assert node.freshness_policy == own
+
+
+def test_an_assets_own_check_is_kept_and_the_rest_generated(warehouse):
+    @asset(
+        metadata=table_metadata(WriteMode.REPLACE, ["id"]),
+        check_specs=[AssetCheckSpec(PK_UNIQUE, asset="ledger")],
+    )
+    def ledger():
+        """Ships its own uniqueness check (say, on a natural key the warehouse enforces differently)."""
+        yield Output(pd.DataFrame({"id": [1, 1]}))
+        yield AssetCheckResult(check_name=PK_UNIQUE, passed=True, metadata={"own": True})
+
+    defs = apply_platform_policies(
+        Definitions(
+            assets=[ledger],
+            resources={"warehouse": warehouse, "io_manager": WarehouseIOManager(warehouse=warehouse)},
+        )
+    )
+    names = sorted(k.name for k in defs.resolve_asset_graph().asset_check_keys)
+    assert names == [PK_NOT_NULL, PK_UNIQUE, ROW_COUNT_SHRINK]  # no duplicate of the asset's own check
+    evals = _run(defs, DagsterInstance.ephemeral())
+    assert evals[("ledger", PK_UNIQUE)].metadata["own"].value is True
 
 
 # ------------------------------------------------------------------------------------------ the real location
