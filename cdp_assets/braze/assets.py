@@ -11,7 +11,6 @@ mapping is the definition metadata and the materialization metadata. Columns wit
 always NULL, sync_table is a constant) map to an empty list on purpose.
 """
 
-
 from typing import Any, Iterator, Mapping, Sequence
 
 import orjson
@@ -43,7 +42,14 @@ from ..shared.warehouse import (
     write_metadata,
 )
 from . import contract, publish
-from .profiles import CONTACT_COLUMNS, IDENTIFY_COLUMNS, TRACK_COLUMNS, build_user_profiles, event_rows, utc_now
+from .profiles import (
+    CONTACT_COLUMNS,
+    IDENTIFY_COLUMNS,
+    TRACK_COLUMNS,
+    build_user_profiles,
+    event_rows,
+    utc_now,
+)
 
 GROUP = "braze"
 
@@ -71,9 +77,24 @@ def table_of(key: AssetKey) -> TableRef:
 _I, _T, _C = IDENTIFIES, TRACKS, CONTACTS
 #: Upstream columns each Braze column is computed from. The identity inputs (stitching by email included)
 #: and the content inputs are named once and reused.
-_USER_IDS = [(_I, "user_id"), (_I, "anonymous_id"), (_I, "email"), (_C, "external_id"), (_C, "email"), (_C, "phone")]
-_USER_CONTENT = [(_I, "traits"), (_I, "timestamp"), (_I, "received_at"), (_C, "name"), (_C, "role"),
-                 (_C, "custom_attributes"), (_C, "updated_at"), (_C, "deleted_at")]
+_USER_IDS = [
+    (_I, "user_id"),
+    (_I, "anonymous_id"),
+    (_I, "email"),
+    (_C, "external_id"),
+    (_C, "email"),
+    (_C, "phone"),
+]
+_USER_CONTENT = [
+    (_I, "traits"),
+    (_I, "timestamp"),
+    (_I, "received_at"),
+    (_C, "name"),
+    (_C, "role"),
+    (_C, "custom_attributes"),
+    (_C, "updated_at"),
+    (_C, "deleted_at"),
+]
 _EVENT_IDS = [(_T, "user_id"), (_T, "anonymous_id"), (_T, "email")]
 _EVENT_CONTENT = [(_T, "event"), (_T, "timestamp"), (_T, "received_at"), (_T, "properties")]
 
@@ -128,7 +149,8 @@ LINEAGE: dict[AssetKey, dict[str, list[tuple[AssetKey, str]]]] = {
 def column_lineage(key: AssetKey) -> TableColumnLineage:
     return TableColumnLineage(
         deps_by_column={
-            col: [TableColumnDep(asset_key=k, column_name=c) for k, c in deps] for col, deps in LINEAGE[key].items()
+            col: [TableColumnDep(asset_key=k, column_name=c) for k, c in deps]
+            for col, deps in LINEAGE[key].items()
         }
     )
 
@@ -136,14 +158,28 @@ def column_lineage(key: AssetKey) -> TableColumnLineage:
 # ------------------------------------------------------------------------------------------ schemas
 
 _STATE_SCHEMAS: dict[AssetKey, list[tuple[str, str, str]]] = {
-    USERS_STATE: [("identifier", "string", "kind:value of the row's one identifier, e.g. external_id:u0000001"),
-                  ("content_hash", "string", "sha256 of identifier + canonical attributes last published"),
-                  ("attributes", "string", "canonical JSON of the attributes last published"),
-                  ("updated_at", "timestamp", "UPDATED_AT of that publication")],
-    EVENTS_STATE: [("message_id", "string", "Segment messageId of a published event"),
-                   ("updated_at", "timestamp", "UPDATED_AT it was published with")],
-    REJECTS: [(c, "timestamp" if c == "rejected_at" else "bigint" if c in ("payload_bytes", "attribute_count")
-               else "string", "") for c in publish.REJECT_COLUMNS],
+    USERS_STATE: [
+        ("identifier", "string", "kind:value of the row's one identifier, e.g. external_id:u0000001"),
+        ("content_hash", "string", "sha256 of identifier + canonical attributes last published"),
+        ("attributes", "string", "canonical JSON of the attributes last published"),
+        ("updated_at", "timestamp", "UPDATED_AT of that publication"),
+    ],
+    EVENTS_STATE: [
+        ("message_id", "string", "Segment messageId of a published event"),
+        ("updated_at", "timestamp", "UPDATED_AT it was published with"),
+    ],
+    REJECTS: [
+        (
+            c,
+            "timestamp"
+            if c == "rejected_at"
+            else "bigint"
+            if c in ("payload_bytes", "attribute_count")
+            else "string",
+            "",
+        )
+        for c in publish.REJECT_COLUMNS
+    ],
 }
 
 
@@ -178,18 +214,26 @@ def braze_automation(cron: str = BRAZE_CADENCE) -> AutomationCondition:
 # ------------------------------------------------------------------------------------------ specs
 
 _DESCRIPTIONS = {
-    USERS_SYNC: "Braze CDI user-attributes table: one row per user whose attributes changed (Segment + Intercom).",
+    USERS_SYNC: "Braze CDI user-attributes table: a row per user whose attributes changed.",
     EVENTS_SYNC: "Braze CDI custom-events table: one row per Segment track event, published once.",
     USERS_STATE: "Last published content hash and attributes per Braze identifier (drives UPDATED_AT).",
     EVENTS_STATE: "Segment message ids already published to braze/custom_events_sync.",
     REJECTS: "Rows that break a Braze rule (identifiers, size, attribute count), whole, with the reason.",
 }
-_DEPS = {USERS_SYNC: [IDENTIFIES, CONTACTS], USERS_STATE: [IDENTIFIES, CONTACTS], EVENTS_SYNC: [TRACKS],
-         EVENTS_STATE: [TRACKS], REJECTS: [IDENTIFIES, CONTACTS, TRACKS]}
-_WRITE = {USERS_SYNC: table_metadata(WriteMode.APPEND), EVENTS_SYNC: table_metadata(WriteMode.APPEND),
-          USERS_STATE: table_metadata(WriteMode.MERGE, ["identifier"]),
-          EVENTS_STATE: table_metadata(WriteMode.MERGE, ["message_id"]),
-          REJECTS: table_metadata(WriteMode.MERGE, publish.REJECT_KEY)}
+_DEPS = {
+    USERS_SYNC: [IDENTIFIES, CONTACTS],
+    USERS_STATE: [IDENTIFIES, CONTACTS],
+    EVENTS_SYNC: [TRACKS],
+    EVENTS_STATE: [TRACKS],
+    REJECTS: [IDENTIFIES, CONTACTS, TRACKS],
+}
+_WRITE = {
+    USERS_SYNC: table_metadata(WriteMode.APPEND),
+    EVENTS_SYNC: table_metadata(WriteMode.APPEND),
+    USERS_STATE: table_metadata(WriteMode.MERGE, ["identifier"]),
+    EVENTS_STATE: table_metadata(WriteMode.MERGE, ["message_id"]),
+    REJECTS: table_metadata(WriteMode.MERGE, publish.REJECT_KEY),
+}
 
 
 def braze_specs(kind: str | None = None) -> list[AssetSpec]:
@@ -203,8 +247,11 @@ def braze_specs(kind: str | None = None) -> list[AssetSpec]:
             kinds=asset_kinds("braze"),
             owners=[OWNER],
             automation_condition=braze_automation(),
-            metadata={**_WRITE[key], "dagster/column_schema": definition_schema(key, kind),
-                      "dagster/column_lineage": column_lineage(key)},
+            metadata={
+                **_WRITE[key],
+                "dagster/column_schema": definition_schema(key, kind),
+                "dagster/column_lineage": column_lineage(key),
+            },
         )
         for key in (USERS_SYNC, USERS_STATE, EVENTS_SYNC, EVENTS_STATE, REJECTS)
     ]
@@ -217,15 +264,20 @@ workspace_spec = AssetSpec(
     group_name=GROUP,
     kinds={"braze"},
     owners=[OWNER],
-    metadata={"braze/data_types": MetadataValue.json({k.path[-1]: t for k, t in
-                                                       ((USERS_SYNC, "user attributes"), (EVENTS_SYNC, "custom events"))})},
+    metadata={
+        "braze/data_types": MetadataValue.json(
+            {k.path[-1]: t for k, t in ((USERS_SYNC, "user attributes"), (EVENTS_SYNC, "custom events"))}
+        )
+    },
 )
 
 # ------------------------------------------------------------------------------------------ the asset
 
 
 @multi_asset(specs=braze_specs(), name="braze_cdi_tables", can_subset=False)
-def braze_cdi_tables(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[MaterializeResult]:
+def braze_cdi_tables(
+    context: AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator[MaterializeResult]:
     contract.require_braze_readable(warehouse)
     for key in SYNC_KEYS:
         if contract.ensure_sync_table(warehouse, table_of(key)):
@@ -239,14 +291,21 @@ def braze_cdi_tables(context: AssetExecutionContext, warehouse: WarehouseResourc
         results[sync_key] = (_write(warehouse, sync_key, plan.rows), _counts(plan))
         results[state_key] = (_write(warehouse, state_key, plan.state), {})
     rejects = publish.rejects_frame(users.rejects + events.rejects)
-    results[REJECTS] = (_write(warehouse, REJECTS, rejects), {"cdp/rejected_this_run": MetadataValue.int(len(rejects))})
+    results[REJECTS] = (
+        _write(warehouse, REJECTS, rejects),
+        {"cdp/rejected_this_run": MetadataValue.int(len(rejects))},
+    )
     if len(rejects):
-        context.log.warning(f"{len(rejects)} row(s) broke a Braze rule and went to braze/rejects: "
-                            f"{rejects['rule'].value_counts().to_dict()}")
+        context.log.warning(
+            f"{len(rejects)} row(s) broke a Braze rule and went to braze/rejects: "
+            f"{rejects['rule'].value_counts().to_dict()}"
+        )
     kind = warehouse.kind
     for key, (result, extra) in results.items():
         meta = write_metadata(result, tuple(_WRITE[key]["primary_key"]))
-        meta["dagster/column_schema"] = definition_schema(key, kind) if key in SYNC_KEYS else meta["dagster/column_schema"]
+        meta["dagster/column_schema"] = (
+            definition_schema(key, kind) if key in SYNC_KEYS else meta["dagster/column_schema"]
+        )
         meta["dagster/column_lineage"] = column_lineage(key)
         yield MaterializeResult(asset_key=key, metadata={**meta, **extra})
 
@@ -285,11 +344,17 @@ def _previous_max(wh: WarehouseResource, key: AssetKey) -> Any:
 
 
 def _users_plan(wh: WarehouseResource) -> publish.Plan:
-    profiles, conflicts = build_user_profiles(_read(wh, IDENTIFIES, IDENTIFY_COLUMNS), _read(wh, CONTACTS, CONTACT_COLUMNS))
+    profiles, conflicts = build_user_profiles(
+        _read(wh, IDENTIFIES, IDENTIFY_COLUMNS), _read(wh, CONTACTS, CONTACT_COLUMNS)
+    )
     prior = _read_state(wh, USERS_STATE, ["identifier", "content_hash", "attributes"])
-    state: Mapping[str, tuple[str, dict]] = {} if prior is None else {
-        r.identifier: (r.content_hash, orjson.loads(r.attributes)) for r in prior.itertuples(index=False)
-    }
+    state: Mapping[str, tuple[str, dict]] = (
+        {}
+        if prior is None
+        else {
+            r.identifier: (r.content_hash, orjson.loads(r.attributes)) for r in prior.itertuples(index=False)
+        }
+    )
     stamp = publish.next_updated_at(_previous_max(wh, USERS_SYNC), utc_now())
     return publish.plan_users("users_attributes_sync", profiles, conflicts, state, stamp)
 
@@ -308,5 +373,8 @@ def latest_batch(wh: WarehouseResource, key: AssetKey, columns: Sequence[str] | 
     top = _previous_max(wh, key)
     if top is None:
         return _read(wh, key, columns or contract.SYNC_COLUMN_NAMES).iloc[0:0]
-    return wh.read(table_of(key), columns=list(columns) if columns else None,
-                   slice=Slice("UPDATED_AT", start=top, end=pd.Timestamp(top) + publish.ONE_TICK))
+    return wh.read(
+        table_of(key),
+        columns=list(columns) if columns else None,
+        slice=Slice("UPDATED_AT", start=top, end=pd.Timestamp(top) + publish.ONE_TICK),
+    )

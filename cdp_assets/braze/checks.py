@@ -1,4 +1,4 @@
-"""The blocking Braze contract check on each sync table (generated from ``CONTRACT_CHECKS``, one row per table).
+"""The blocking Braze contract check on each sync table (generated from ``CONTRACT_CHECKS``, a row each).
 
 It fails (severity ERROR, blocking) when the table's columns are not exactly Braze's (names, types, NOT NULL),
 or when a row of the newest batch has zero or several identifiers, or two rows of that batch share an
@@ -9,15 +9,14 @@ only occur inside one batch, and each batch is checked right after the run that 
 check's cost independent of the table's (append-only, ever growing) size.
 """
 
-
 from dataclasses import dataclass
 
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetKey,
     MetadataValue,
     asset_check,

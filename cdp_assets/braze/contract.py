@@ -44,25 +44,37 @@ class BrazeColumn:
 
 
 def _id_column(name: str, description: str) -> BrazeColumn:
-    return BrazeColumn(name, False, {"snowflake": "VARCHAR(16777216)", "bigquery": "STRING", "duckdb": "VARCHAR"},
-                       description)
+    return BrazeColumn(
+        name,
+        False,
+        {"snowflake": "VARCHAR(16777216)", "bigquery": "STRING", "duckdb": "VARCHAR"},
+        description,
+    )
 
 
 #: The user-attributes sync table; custom events use the same shape (D.6), one event per row.
 SYNC_COLUMNS: tuple[BrazeColumn, ...] = (
-    BrazeColumn("UPDATED_AT", True, {"snowflake": "TIMESTAMP_NTZ(9)", "bigquery": "TIMESTAMP", "duckdb": "TIMESTAMPTZ"},
-                "UTC time this row was published; Braze imports rows newer than its last sync (D.5)."),
+    BrazeColumn(
+        "UPDATED_AT",
+        True,
+        {"snowflake": "TIMESTAMP_NTZ(9)", "bigquery": "TIMESTAMP", "duckdb": "TIMESTAMPTZ"},
+        "UTC time this row was published; Braze imports rows newer than its last sync (D.5).",
+    ),
     _id_column("EXTERNAL_ID", "Braze external id = Segment userId / Intercom external_id."),
     _id_column("ALIAS_NAME", "User alias name (Segment anonymousId), set together with ALIAS_LABEL."),
     _id_column("ALIAS_LABEL", "User alias label, e.g. 'segment_anonymous_id'."),
     _id_column("BRAZE_ID", "Braze's own id; our sources never know it, so it is always NULL."),
     _id_column("EMAIL", "Email, used as the identifier only when no external id or alias is known."),
     _id_column("PHONE", "Phone, used as the identifier only when nothing else is known."),
-    BrazeColumn("PAYLOAD", True, {"snowflake": "VARCHAR(16777216)", "bigquery": "JSON", "duckdb": "JSON"},
-                "JSON object in /users/track format: attributes, or one event {name, time, properties}."),
+    BrazeColumn(
+        "PAYLOAD",
+        True,
+        {"snowflake": "VARCHAR(16777216)", "bigquery": "JSON", "duckdb": "JSON"},
+        "JSON object in /users/track format: attributes, or one event {name, time, properties}.",
+    ),
 )
 SYNC_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in SYNC_COLUMNS)
-#: Warehouses whose Braze DDL is known (D.2). Others can still refuse Braze clearly (see require_braze_readable).
+#: Warehouses whose Braze DDL is known (D.2). Others refuse Braze clearly (see require_braze_readable).
 DOCUMENTED_KINDS = frozenset(SYNC_COLUMNS[0].physical)
 
 
@@ -117,10 +129,10 @@ def require_braze_readable(wh: WarehouseResource) -> None:
     if type(wh).braze_readable:
         return
     raise BrazeTargetError(
-        f"Braze Cloud Data Ingestion cannot read {wh.kind!r} (CDP_WAREHOUSE={wh.kind}): Braze reads only Snowflake, "
-        "BigQuery, Redshift, Databricks, Microsoft Fabric or files in S3. Publish the braze/* sync tables from a "
-        "Braze-readable warehouse (CDP_WAREHOUSE=snowflake or bigquery; duckdb for local runs), or mirror them "
-        "there; see cdp_assets/braze/README.md."
+        f"Braze Cloud Data Ingestion cannot read {wh.kind!r} (CDP_WAREHOUSE={wh.kind}): Braze reads only "
+        "Snowflake, BigQuery, Redshift, Databricks, Microsoft Fabric or files in S3. Publish the braze/* "
+        "sync tables from a Braze-readable warehouse (CDP_WAREHOUSE=snowflake or bigquery; duckdb for local "
+        "runs), or mirror them there; see cdp_assets/braze/README.md."
     )
 
 
@@ -140,8 +152,8 @@ def ensure_sync_table(wh: WarehouseResource, table: TableRef) -> bool:
     created.
 
     This is the local stand-in for a ``WarehouseResource.create_table(table, columns)`` hook (see the README):
-    SQL backends get ``create_table_sql`` over their own connection; BigQuery gets its tables API, which is how
-    the warehouse layer creates BigQuery tables too (REQUIRED = NOT NULL).
+    SQL backends get ``create_table_sql`` over their own connection; BigQuery gets its tables API, which is
+    how the warehouse layer creates BigQuery tables too (REQUIRED = NOT NULL).
     """
     require_braze_readable(wh)
     if wh.columns(table) is not None:
@@ -165,8 +177,10 @@ def _create_bigquery(wh: SqlWarehouse, conn, table: TableRef) -> None:
 
     project, dataset, name = wh._container(table)
     conn.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
-    schema = [bigquery.SchemaField(c.name, c.physical["bigquery"], mode="REQUIRED" if c.required else "NULLABLE")
-              for c in SYNC_COLUMNS]
+    schema = [
+        bigquery.SchemaField(c.name, c.physical["bigquery"], mode="REQUIRED" if c.required else "NULLABLE")
+        for c in SYNC_COLUMNS
+    ]
     conn.create_table(bigquery.Table(f"{project}.{dataset}.{name}", schema=schema), exists_ok=True)
 
 
@@ -178,7 +192,9 @@ def contract_violations(wh: WarehouseResource, table: TableRef) -> list[str]:
     problems: list[str] = []
     actual = [c.name for c in cols]
     if actual != list(SYNC_COLUMN_NAMES):
-        if sorted(n.upper() for n in actual) == sorted(SYNC_COLUMN_NAMES) and actual != [n.upper() for n in actual]:
+        if sorted(n.upper() for n in actual) == sorted(SYNC_COLUMN_NAMES) and actual != [
+            n.upper() for n in actual
+        ]:
             problems.append(f"column names must be upper case exactly as Braze spells them: {actual}")
         else:
             extra = [n for n in actual if n not in SYNC_COLUMN_NAMES]
@@ -195,4 +211,3 @@ def contract_violations(wh: WarehouseResource, table: TableRef) -> list[str]:
         if spec.required and col.nullable:
             problems.append(f"{spec.name} must be NOT NULL")
     return problems
-

@@ -3,7 +3,7 @@ events from Segment tracks. Pure functions over DataFrames in the TABLES.md shap
 
 Identity (one identifier per row, contract D.3), chosen in ``ID_ORDER``:
 
-1. ``EXTERNAL_ID`` — Segment ``user_id`` / Intercom ``external_id`` (the shared user universe makes them equal);
+1. ``EXTERNAL_ID`` — Segment ``user_id`` / Intercom ``external_id`` (equal for the same person);
 2. alias — Segment ``anonymous_id`` as ``ALIAS_NAME`` with ``ALIAS_LABEL='segment_anonymous_id'``;
 3. ``EMAIL`` — an Intercom contact without external id;
 4. ``PHONE`` — an Intercom contact with neither external id nor email.
@@ -33,17 +33,36 @@ import pandas as pd
 from .contract import ID_COLUMNS, PAYLOAD_FORBIDDEN_KEYS, SEGMENT_ANONYMOUS_LABEL, IdKind
 
 #: Segment traits that are identifiers (D.4 keeps them out of PAYLOAD); email/phone are still used to stitch.
-SEGMENT_ID_TRAITS = frozenset({"id", "userId", "user_id", "anonymousId", "anonymous_id"}) | PAYLOAD_FORBIDDEN_KEYS
+SEGMENT_ID_TRAITS = (
+    frozenset({"id", "userId", "user_id", "anonymousId", "anonymous_id"}) | PAYLOAD_FORBIDDEN_KEYS
+)
 #: Segment reserved traits with a Braze standard attribute of another name.
 SEGMENT_RENAMES = {"firstName": "first_name", "lastName": "last_name"}
 #: Intercom contact columns that become attributes (custom_attributes are merged in as they are).
 INTERCOM_FIELDS = {"name": "name", "role": "intercom_role"}
 
 IDENTIFY_COLUMNS = ["message_id", "user_id", "anonymous_id", "email", "traits", "timestamp", "received_at"]
-CONTACT_COLUMNS = ["id", "external_id", "email", "phone", "name", "role", "custom_attributes", "updated_at",
-                   "deleted_at"]
-TRACK_COLUMNS = ["message_id", "user_id", "anonymous_id", "email", "event", "properties", "timestamp",
-                 "received_at"]
+CONTACT_COLUMNS = [
+    "id",
+    "external_id",
+    "email",
+    "phone",
+    "name",
+    "role",
+    "custom_attributes",
+    "updated_at",
+    "deleted_at",
+]
+TRACK_COLUMNS = [
+    "message_id",
+    "user_id",
+    "anonymous_id",
+    "email",
+    "event",
+    "properties",
+    "timestamp",
+    "received_at",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +185,9 @@ def segment_profiles(identifies: pd.DataFrame) -> tuple[dict[Identity, dict[str,
     folded: dict[Identity, dict[str, Any]] = defaultdict(dict)
     emails: dict[str, set[str]] = defaultdict(set)
     ordered = _sorted(identifies, ["timestamp", "received_at", "message_id"])
-    for user_id, anonymous_id, traits, email in _columns(ordered, ["user_id", "anonymous_id", "traits", "email"]):
+    for user_id, anonymous_id, traits, email in _columns(
+        ordered, ["user_id", "anonymous_id", "traits", "email"]
+    ):
         ident = segment_identity(user_id, anonymous_id)
         if ident is None:
             continue  # the events loader rejects these already (Segment requires one of the two)
@@ -176,11 +197,15 @@ def segment_profiles(identifies: pd.DataFrame) -> tuple[dict[Identity, dict[str,
     return dict(folded), emails
 
 
-def build_user_profiles(identifies: pd.DataFrame, contacts: pd.DataFrame) -> tuple[list[Profile], list[Conflict]]:
+def build_user_profiles(
+    identifies: pd.DataFrame, contacts: pd.DataFrame
+) -> tuple[list[Profile], list[Conflict]]:
     """One profile per identifier with its merged attributes, plus the records that cannot be published."""
     segment, email_owners = segment_profiles(identifies)
     active = contacts[contacts["deleted_at"].isna()] if not contacts.empty else contacts
-    for external_id, email in _columns(active, ["external_id", "email"]):  # Intercom users, for stitching leads
+    for external_id, email in _columns(
+        active, ["external_id", "email"]
+    ):  # Intercom users, for stitching leads
         if (ext := _text(external_id)) and (mail := normalise_email(email)):
             email_owners[mail].add(ext)
 
@@ -188,9 +213,15 @@ def build_user_profiles(identifies: pd.DataFrame, contacts: pd.DataFrame) -> tup
     sources: dict[Identity, list[str]] = defaultdict(list)
     conflicts: list[Conflict] = []
     # Fold leads first and external-id contacts last, each by updated_at: the later fold wins a key.
-    ordered = active.assign(_has_ext=active["external_id"].map(lambda v: _text(v) is not None)) if not active.empty else active
+    ordered = (
+        active.assign(_has_ext=active["external_id"].map(lambda v: _text(v) is not None))
+        if not active.empty
+        else active
+    )
     names = ["id", "external_id", "email", "phone", "name", "role", "custom_attributes"]
-    for cid, external_id, email, phone, name, role, custom in _columns(_sorted(ordered, ["_has_ext", "updated_at", "id"]), names):
+    for cid, external_id, email, phone, name, role, custom in _columns(
+        _sorted(ordered, ["_has_ext", "updated_at", "id"]), names
+    ):
         source = f"intercom.contacts id={cid}"
         attrs = _contact_attributes(name, role, custom)
         ident, conflict = _contact_identity(external_id, email, phone, email_owners, attrs, source)
@@ -198,8 +229,16 @@ def build_user_profiles(identifies: pd.DataFrame, contacts: pd.DataFrame) -> tup
             conflicts.append(conflict)
             continue
         if ident is None:
-            conflicts.append(Conflict("no_identifier", "Intercom contact has no external_id, email or phone",
-                                      dict.fromkeys(ID_COLUMNS), f"intercom:{cid}", _drop_nulls(attrs), source))
+            conflicts.append(
+                Conflict(
+                    "no_identifier",
+                    "Intercom contact has no external_id, email or phone",
+                    dict.fromkeys(ID_COLUMNS),
+                    f"intercom:{cid}",
+                    _drop_nulls(attrs),
+                    source,
+                )
+            )
             continue
         intercom[ident].update(attrs)
         sources[ident].append(source)
@@ -212,8 +251,14 @@ def build_user_profiles(identifies: pd.DataFrame, contacts: pd.DataFrame) -> tup
     return profiles, conflicts
 
 
-def _contact_identity(external_id: Any, email: Any, phone: Any, email_owners: dict[str, set[str]],
-                      attrs: dict[str, Any], source: str) -> tuple[Identity | None, Conflict | None]:
+def _contact_identity(
+    external_id: Any,
+    email: Any,
+    phone: Any,
+    email_owners: dict[str, set[str]],
+    attrs: dict[str, Any],
+    source: str,
+) -> tuple[Identity | None, Conflict | None]:
     if ext := _text(external_id):
         return Identity(IdKind.EXTERNAL_ID, ext), None
     mail = normalise_email(email)
@@ -222,11 +267,16 @@ def _contact_identity(external_id: Any, email: Any, phone: Any, email_owners: di
         if len(owners) == 1:
             return Identity(IdKind.EXTERNAL_ID, owners[0]), None  # stitched to the known user
         if len(owners) > 1:
-            reason = (f"Intercom contact without external_id has email {mail}, which belongs to {len(owners)} users "
-                      f"(EXTERNAL_ID {', '.join(owners)}): the row would need two identifiers, and by email Braze "
-                      "would update whichever of them changed last")
+            reason = (
+                f"Intercom contact without external_id has email {mail}, which belongs to {len(owners)} "
+                "users "
+                f"(EXTERNAL_ID {', '.join(owners)}): the row would need two identifiers, and by email Braze "
+                "would update whichever of them changed last"
+            )
             cols = Identity(IdKind.EMAIL, mail).columns() | {"EXTERNAL_ID": ", ".join(owners)}
-            return None, Conflict("two_identifiers", reason, cols, f"email:{mail}", _drop_nulls(attrs), source)
+            return None, Conflict(
+                "two_identifiers", reason, cols, f"email:{mail}", _drop_nulls(attrs), source
+            )
         return Identity(IdKind.EMAIL, mail), None
     if number := normalise_phone(phone):
         return Identity(IdKind.PHONE, number), None
@@ -262,8 +312,11 @@ def event_rows(tracks: pd.DataFrame) -> Iterable[EventRow]:
     names = ["message_id", "user_id", "anonymous_id", "email", "event", "properties"]
     for (mid, user_id, anonymous_id, email, event, properties), time in zip(_columns(tracks, names), times):
         payload: dict[str, Any] = {"name": _text(event), "time": time, "properties": json_object(properties)}
-        yield EventRow(str(mid), segment_identity(user_id, anonymous_id, email),
-                       {k: v for k, v in payload.items() if v is not None})
+        yield EventRow(
+            str(mid),
+            segment_identity(user_id, anonymous_id, email),
+            {k: v for k, v in payload.items() if v is not None},
+        )
 
 
 def utc_now() -> dt.datetime:

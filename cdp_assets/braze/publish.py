@@ -1,8 +1,9 @@
 """From profiles and events to the rows Braze imports: change detection, UPDATED_AT, Braze's row rules.
 
-* **Content hash.** Each user's desired attributes are serialised canonically (sorted keys) and hashed with the
-  identifier. The state table keeps the last published hash and attributes per identifier; a user whose hash
-  is unchanged gets no row, so a run with no upstream change publishes nothing and no UPDATED_AT moves.
+* **Content hash.** Each user's desired attributes are serialised canonically (sorted keys) and hashed with
+  the identifier. The state table keeps the last published hash and attributes per identifier; a user
+  whose hash is unchanged gets no row, so a run with no upstream change publishes nothing and no
+  UPDATED_AT moves.
 * **Attribute deltas.** A changed user's PAYLOAD holds only the attributes that are new or changed since the
   last publication, plus ``null`` for attributes that disappeared (Braze removes an attribute on null, D.4).
   Braze bills every attribute it imports, so unchanged attributes are not re-sent.
@@ -32,9 +33,23 @@ ONE_TICK = pd.Timedelta(microseconds=1)  # the finest precision every target kee
 
 USERS_STATE_COLUMNS = ("identifier", "content_hash", "attributes", "updated_at")
 EVENTS_STATE_COLUMNS = ("message_id", "updated_at")
-REJECT_COLUMNS = ("sync_table", "identifier", "rule", "reason", "content_hash", "external_id", "alias_name",
-                  "alias_label", "email", "phone", "payload", "payload_bytes", "attribute_count", "source",
-                  "rejected_at")
+REJECT_COLUMNS = (
+    "sync_table",
+    "identifier",
+    "rule",
+    "reason",
+    "content_hash",
+    "external_id",
+    "alias_name",
+    "alias_label",
+    "email",
+    "phone",
+    "payload",
+    "payload_bytes",
+    "attribute_count",
+    "source",
+    "rejected_at",
+)
 REJECT_KEY = ("sync_table", "identifier", "rule", "content_hash")
 
 
@@ -57,8 +72,12 @@ def next_updated_at(previous_max: Any, now: dt.datetime) -> pd.Timestamp:
 
 
 def attribute_delta(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """What to send so Braze goes from ``previous`` to ``current``: new/changed values, ``None`` for removals."""
-    delta = {k: v for k, v in current.items() if k not in previous or canonical_json(previous[k]) != canonical_json(v)}
+    """What takes Braze from ``previous`` to ``current``: new or changed values, ``None`` for removals."""
+    delta = {
+        k: v
+        for k, v in current.items()
+        if k not in previous or canonical_json(previous[k]) != canonical_json(v)
+    }
     delta.update({k: None for k in previous if k not in current})
     return delta
 
@@ -66,8 +85,9 @@ def attribute_delta(previous: Mapping[str, Any], current: Mapping[str, Any]) -> 
 # ------------------------------------------------------------------------------------------ rules
 
 
-def row_violations(ids: Mapping[str, str | None], payload: Mapping[str, Any], payload_text: str,
-                   count_attributes: bool) -> list[tuple[str, str]]:
+def row_violations(
+    ids: Mapping[str, str | None], payload: Mapping[str, Any], payload_text: str, count_attributes: bool
+) -> list[tuple[str, str]]:
     """Every Braze rule the row breaks, as (rule, reason). Empty means publishable."""
     problems: list[tuple[str, str]] = []
     alias = [ids.get("ALIAS_NAME"), ids.get("ALIAS_LABEL")]
@@ -79,18 +99,30 @@ def row_violations(ids: Mapping[str, str | None], payload: Mapping[str, Any], pa
     if not kinds and not any(alias):
         problems.append(("no_identifier", "the row has no identifier; Braze needs exactly one"))
     elif len(kinds) > 1:
-        problems.append(("two_identifiers", f"the row has {len(kinds)} identifiers ({', '.join(kinds)}); "
-                                            "Braze needs exactly one"))
+        problems.append(
+            (
+                "two_identifiers",
+                f"the row has {len(kinds)} identifiers ({', '.join(kinds)}); Braze needs exactly one",
+            )
+        )
     inside = sorted(PAYLOAD_FORBIDDEN_KEYS & set(payload))
     if inside:
         problems.append(("identifier_in_payload", f"PAYLOAD contains identifier key(s) {inside}"))
     if count_attributes and len(payload) > MAX_ATTRIBUTES:
-        problems.append(("too_many_attributes",
-                         f"{len(payload)} attributes; Braze accepts at most {MAX_ATTRIBUTES} per row"))
+        problems.append(
+            (
+                "too_many_attributes",
+                f"{len(payload)} attributes; Braze accepts at most {MAX_ATTRIBUTES} per row",
+            )
+        )
     size = row_bytes(ids, payload_text)
     if size > MAX_ROW_BYTES:
-        problems.append(("payload_too_large", f"row is {size:,} bytes; Braze rejects rows over 1 MB "
-                                              f"({MAX_ROW_BYTES:,} bytes)"))
+        problems.append(
+            (
+                "payload_too_large",
+                f"row is {size:,} bytes; Braze rejects rows over 1 MB ({MAX_ROW_BYTES:,} bytes)",
+            )
+        )
     return problems
 
 
@@ -111,20 +143,44 @@ class Plan:
     unchanged: int = 0
 
 
-def _reject(sync_table: str, identifier: str, rule: str, reason: str, ids: Mapping[str, str | None],
-            payload_text: str, attribute_count: int | None, source: str, digest: str,
-            at: pd.Timestamp) -> dict[str, Any]:
+def _reject(
+    sync_table: str,
+    identifier: str,
+    rule: str,
+    reason: str,
+    ids: Mapping[str, str | None],
+    payload_text: str,
+    attribute_count: int | None,
+    source: str,
+    digest: str,
+    at: pd.Timestamp,
+) -> dict[str, Any]:
     return {
-        "sync_table": sync_table, "identifier": identifier, "rule": rule, "reason": reason, "content_hash": digest,
-        "external_id": ids.get("EXTERNAL_ID"), "alias_name": ids.get("ALIAS_NAME"),
-        "alias_label": ids.get("ALIAS_LABEL"), "email": ids.get("EMAIL"), "phone": ids.get("PHONE"),
-        "payload": payload_text, "payload_bytes": len(payload_text.encode()), "attribute_count": attribute_count,
-        "source": source, "rejected_at": at,
+        "sync_table": sync_table,
+        "identifier": identifier,
+        "rule": rule,
+        "reason": reason,
+        "content_hash": digest,
+        "external_id": ids.get("EXTERNAL_ID"),
+        "alias_name": ids.get("ALIAS_NAME"),
+        "alias_label": ids.get("ALIAS_LABEL"),
+        "email": ids.get("EMAIL"),
+        "phone": ids.get("PHONE"),
+        "payload": payload_text,
+        "payload_bytes": len(payload_text.encode()),
+        "attribute_count": attribute_count,
+        "source": source,
+        "rejected_at": at,
     }
 
 
-def plan_users(sync_table: str, profiles: Sequence[Profile], conflicts: Sequence[Conflict],
-               state: Mapping[str, tuple[str, dict[str, Any]]], updated_at: pd.Timestamp) -> Plan:
+def plan_users(
+    sync_table: str,
+    profiles: Sequence[Profile],
+    conflicts: Sequence[Conflict],
+    state: Mapping[str, tuple[str, dict[str, Any]]],
+    updated_at: pd.Timestamp,
+) -> Plan:
     """Rows for users whose content changed since the state, state for them, and rejects."""
     rows, new_state, rejects, unchanged = [], [], [], 0
     for p in profiles:
@@ -140,15 +196,42 @@ def plan_users(sync_table: str, profiles: Sequence[Profile], conflicts: Sequence
         ids = p.identity.columns()
         problems = row_violations(ids, payload, text, count_attributes=True)
         if problems:
-            rejects += [_reject(sync_table, key, rule, reason, ids, text, len(payload), "; ".join(p.sources),
-                                digest, updated_at) for rule, reason in problems]
+            rejects += [
+                _reject(
+                    sync_table,
+                    key,
+                    rule,
+                    reason,
+                    ids,
+                    text,
+                    len(payload),
+                    "; ".join(p.sources),
+                    digest,
+                    updated_at,
+                )
+                for rule, reason in problems
+            ]
             continue
         rows.append({"UPDATED_AT": updated_at, **ids, "PAYLOAD": text})
-        new_state.append({"identifier": key, "content_hash": digest, "attributes": canonical, "updated_at": updated_at})
+        new_state.append(
+            {"identifier": key, "content_hash": digest, "attributes": canonical, "updated_at": updated_at}
+        )
     for c in conflicts:
         text = canonical_json(c.attributes)
-        rejects.append(_reject(sync_table, c.identifier, c.rule, c.reason, c.identity_columns, text,
-                               len(c.attributes), c.source, content_hash(c.identifier, text), updated_at))
+        rejects.append(
+            _reject(
+                sync_table,
+                c.identifier,
+                c.rule,
+                c.reason,
+                c.identity_columns,
+                text,
+                len(c.attributes),
+                c.source,
+                content_hash(c.identifier, text),
+                updated_at,
+            )
+        )
     return Plan(sync_frame(rows), frame(new_state, USERS_STATE_COLUMNS), rejects, unchanged)
 
 
@@ -163,8 +246,21 @@ def plan_events(sync_table: str, events: Iterable[EventRow], updated_at: pd.Time
             problems.append(("missing_event_name", "a Braze custom event needs a name"))
         if problems:
             key = f"message_id:{e.message_id}"
-            rejects += [_reject(sync_table, key, rule, reason, ids, text, None, "segment_events.tracks",
-                                content_hash(key, text), updated_at) for rule, reason in problems]
+            rejects += [
+                _reject(
+                    sync_table,
+                    key,
+                    rule,
+                    reason,
+                    ids,
+                    text,
+                    None,
+                    "segment_events.tracks",
+                    content_hash(key, text),
+                    updated_at,
+                )
+                for rule, reason in problems
+            ]
             continue
         rows.append({"UPDATED_AT": updated_at, **ids, "PAYLOAD": text})
         new_state.append({"message_id": e.message_id, "updated_at": updated_at})
@@ -173,8 +269,13 @@ def plan_events(sync_table: str, events: Iterable[EventRow], updated_at: pd.Time
 
 # ------------------------------------------------------------------------------------------ frames
 
-_DTYPES = {"updated_at": "datetime64[ns, UTC]", "UPDATED_AT": "datetime64[ns, UTC]",
-           "rejected_at": "datetime64[ns, UTC]", "payload_bytes": "Int64", "attribute_count": "Int64"}
+_DTYPES = {
+    "updated_at": "datetime64[ns, UTC]",
+    "UPDATED_AT": "datetime64[ns, UTC]",
+    "rejected_at": "datetime64[ns, UTC]",
+    "payload_bytes": "Int64",
+    "attribute_count": "Int64",
+}
 
 
 def frame(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -184,7 +285,9 @@ def frame(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.Da
     for col in columns:
         dtype = _DTYPES.get(col)
         if dtype:
-            df[col] = pd.to_datetime(df[col], utc=True) if dtype.startswith("datetime") else df[col].astype(dtype)
+            df[col] = (
+                pd.to_datetime(df[col], utc=True) if dtype.startswith("datetime") else df[col].astype(dtype)
+            )
         else:
             df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df

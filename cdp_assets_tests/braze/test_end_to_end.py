@@ -48,8 +48,13 @@ def pubsub(tmp_path_factory):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     emu = emulator.start(project=f"cdp-braze-{worker}", log_dir=tmp_path_factory.mktemp("pubsub"))
     name = f"braze-e2e-{uuid.uuid4().hex[:8]}"
-    resource = PubSubResource(project=emu.project, topic=name, subscription=f"{name}-sub",
-                              emulator_host=emu.address, ack_deadline_seconds=10)
+    resource = PubSubResource(
+        project=emu.project,
+        topic=name,
+        subscription=f"{name}-sub",
+        emulator_host=emu.address,
+        ack_deadline_seconds=10,
+    )
     resource.ensure_exists()
     yield resource
     emulator.stop(emu)
@@ -69,8 +74,11 @@ def load_events(pubsub: PubSubResource, wh: DuckDBWarehouse, events: list[dict])
 def load_contacts(wh: DuckDBWarehouse):
     asset = next(a for a in INTERCOM_ASSETS if CONTACTS in getattr(a, "keys", ()))
     intercom = IntercomResource(simulated=True, sim_contacts=60, sim_conversations=5, sim_companies=5)
-    result = materialize([asset], selection=[CONTACTS], resources={
-        "intercom": intercom, "warehouse": wh, "io_manager": WarehouseIOManager(warehouse=wh)})
+    result = materialize(
+        [asset],
+        selection=[CONTACTS],
+        resources={"intercom": intercom, "warehouse": wh, "io_manager": WarehouseIOManager(warehouse=wh)},
+    )
     assert result.success
     return {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
 
@@ -83,8 +91,11 @@ def expected_payload(events: list[dict], contact: dict | None) -> dict:
     segment = {PAYLOAD_RENAMES.get(k, k): v for k, v in traits.items() if k not in ("email", "phone", "id")}
     intercom = {}
     if contact is not None:
-        intercom = {"name": contact["name"], "intercom_role": contact["role"],
-                    **orjson.loads(contact["custom_attributes"])}
+        intercom = {
+            "name": contact["name"],
+            "intercom_role": contact["role"],
+            **orjson.loads(contact["custom_attributes"]),
+        }
     return {k: v for k, v in {**intercom, **segment}.items() if v is not None}
 
 
@@ -92,7 +103,9 @@ PAYLOAD_RENAMES = {"firstName": "first_name", "lastName": "last_name"}
 
 
 def run_braze(wh: DuckDBWarehouse):
-    result = materialize([braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources={"warehouse": wh})
+    result = materialize(
+        [braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources={"warehouse": wh}
+    )
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     return {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
 
@@ -118,7 +131,7 @@ def test_simulated_events_reach_the_braze_tables_and_only_changes_are_republishe
     assert len(sync_events) == len(tracks)
     assert sync_events["ALIAS_NAME"].notna().sum() == sum(1 for e in tracks if "userId" not in e)
 
-    # For users in both systems (and not joined by a stitched lead) the payload is exactly the documented merge.
+    # For users in both systems (not joined by a stitched lead) the payload is exactly the documented merge.
     lead_emails = set(leads["email"].dropna().str.lower())
     both = sorted(u for u in identified & known if f"user{int(u[1:])}@example.com" not in lead_emails)
     assert both, "the simulators should share users"
@@ -148,8 +161,14 @@ def test_simulated_events_reach_the_braze_tables_and_only_changes_are_republishe
     # One user changes plan in Segment: exactly one new row, for that user, with only the plan.
     change = copy.deepcopy(next(e for e in events if e["type"] == "identify" and e["userId"] == some))
     later = (dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    change.update(messageId=f"ajs-change-{uuid.uuid4().hex}", timestamp=later, sentAt=later, receivedAt=later,
-                  originalTimestamp=later, traits={"plan": "plan-changed"})
+    change.update(
+        messageId=f"ajs-change-{uuid.uuid4().hex}",
+        timestamp=later,
+        sentAt=later,
+        receivedAt=later,
+        originalTimestamp=later,
+        traits={"plan": "plan-changed"},
+    )
     load_events(pubsub, wh, [change])
     run_braze(wh)
     after = wh.read(table_of(USERS_SYNC))

@@ -40,11 +40,19 @@ def graph_and_defined():
         defined: set[AssetKey] = set()
         for build in (segment, intercom, events, braze):
             for a in build().assets or []:
-                defined |= {a.key} if isinstance(a, AssetSpec) else set(a.keys) if isinstance(a, AssetsDefinition) else set()
+                defined |= (
+                    {a.key}
+                    if isinstance(a, AssetSpec)
+                    else set(a.keys)
+                    if isinstance(a, AssetsDefinition)
+                    else set()
+                )
         graph = defs.resolve_asset_graph()
     missing = [k.to_user_string() for k in (*UPSTREAM_TABLES, *SOURCE_SYSTEMS) if k not in defined]
     if missing:
-        pytest.skip(f"upstream assets not defined yet by their folders: {missing} (Braze declares deps on them by key)")
+        pytest.skip(
+            f"upstream assets not defined yet by their folders: {missing} (Braze depends on them by key)"
+        )
     return graph, defined
 
 
@@ -62,16 +70,23 @@ def _paths_to_sources(graph, key: AssetKey) -> list[list[AssetKey]]:
 
 
 @pytest.mark.parametrize("braze_key", [USERS_SYNC, EVENTS_SYNC], ids=lambda k: k.to_user_string())
-def test_every_path_from_a_source_system_to_braze_is_connected_and_has_column_schema(graph_and_defined, braze_key):
+def test_every_path_from_a_source_system_to_braze_is_connected_and_has_column_schema(
+    graph_and_defined, braze_key
+):
     graph, defined = graph_and_defined
     paths = _paths_to_sources(graph, braze_key)
     roots = {p[0] for p in paths}
     for root in roots:
         node = graph.get(root)
-        assert root in defined, f"{root.to_user_string()} is an undefined dependency, not a declared source system"
-        assert not node.is_materializable, f"path root {root.to_user_string()} should be an external source asset"
-    expected = {AssetKey(["segment", "event_stream"])} | ({AssetKey(["intercom", "workspace"])}
-                                                          if braze_key == USERS_SYNC else set())
+        assert root in defined, (
+            f"{root.to_user_string()} is an undefined dependency, not a declared source system"
+        )
+        assert not node.is_materializable, (
+            f"path root {root.to_user_string()} should be an external source asset"
+        )
+    expected = {AssetKey(["segment", "event_stream"])} | (
+        {AssetKey(["intercom", "workspace"])} if braze_key == USERS_SYNC else set()
+    )
     assert expected <= roots, f"{braze_key.to_user_string()} does not trace back to {expected - roots}"
     for path in paths:
         between = path[1:-1]
@@ -82,8 +97,9 @@ def test_every_path_from_a_source_system_to_braze_is_connected_and_has_column_sc
             if not node.is_materializable:
                 continue  # an external system in the middle (e.g. the Pub/Sub topic) has no table
             schema = _schema(node)
-            assert isinstance(schema, TableSchema) and schema.columns, \
+            assert isinstance(schema, TableSchema) and schema.columns, (
                 f"{key.to_user_string()} on {text} has no dagster/column_schema in its definition metadata"
+            )
     assert WORKSPACE in graph.get(braze_key).child_keys
 
 
@@ -97,7 +113,9 @@ def test_braze_column_lineage_names_real_upstream_columns(graph_and_defined):
         assert set(lineage.deps_by_column) == own, f"{key.to_user_string()}: lineage must cover every column"
         for column, deps in lineage.deps_by_column.items():
             for dep in deps:
-                assert dep.asset_key in graph.get(key).parent_keys, f"{column} <- {dep.asset_key} is not a dep"
+                assert dep.asset_key in graph.get(key).parent_keys, (
+                    f"{column} <- {dep.asset_key} is not a dep"
+                )
                 upstream = _schema(graph.get(dep.asset_key))
                 names = {c.name for c in upstream.columns} if upstream else set()
                 assert dep.column_name in names, (

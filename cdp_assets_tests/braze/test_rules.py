@@ -17,7 +17,14 @@ from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
 from . import upstream as up
 
 NOW = dt.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
-EXT = {"EXTERNAL_ID": "u1", "ALIAS_NAME": None, "ALIAS_LABEL": None, "BRAZE_ID": None, "EMAIL": None, "PHONE": None}
+EXT = {
+    "EXTERNAL_ID": "u1",
+    "ALIAS_NAME": None,
+    "ALIAS_LABEL": None,
+    "BRAZE_ID": None,
+    "EMAIL": None,
+    "PHONE": None,
+}
 
 
 def rules(ids, payload, count=True):
@@ -25,12 +32,21 @@ def rules(ids, payload, count=True):
     return [rule for rule, _ in publish.row_violations(ids, payload, text, count_attributes=count)]
 
 
-@pytest.mark.parametrize("previous, expected", [
-    (None, pd.Timestamp(NOW)),
-    (pd.Timestamp(NOW), pd.Timestamp(NOW) + pd.Timedelta(microseconds=1)),  # never equal to the last maximum
-    (pd.Timestamp(NOW) + pd.Timedelta(hours=1), pd.Timestamp(NOW) + pd.Timedelta(hours=1, microseconds=1)),
-    (pd.Timestamp(NOW.replace(tzinfo=None)) - pd.Timedelta(hours=1), pd.Timestamp(NOW)),  # naive = UTC
-])
+@pytest.mark.parametrize(
+    "previous, expected",
+    [
+        (None, pd.Timestamp(NOW)),
+        (
+            pd.Timestamp(NOW),
+            pd.Timestamp(NOW) + pd.Timedelta(microseconds=1),
+        ),  # never equal to the last maximum
+        (
+            pd.Timestamp(NOW) + pd.Timedelta(hours=1),
+            pd.Timestamp(NOW) + pd.Timedelta(hours=1, microseconds=1),
+        ),
+        (pd.Timestamp(NOW.replace(tzinfo=None)) - pd.Timedelta(hours=1), pd.Timestamp(NOW)),  # naive = UTC
+    ],
+)
 def test_updated_at_is_utc_and_strictly_after_the_previous_maximum(previous, expected):
     got = publish.next_updated_at(previous, NOW)
     assert got == expected and str(got.tz) == "UTC"
@@ -70,18 +86,26 @@ def test_attribute_delta_sends_changes_and_nulls_for_removals():
 
 
 def test_traits_fold_in_event_time_order_and_anonymous_users_get_an_alias():
-    identifies = pd.DataFrame([
-        up.identify(1, 2, {"plan": "pro"}),  # later in time, listed first
-        up.identify(1, 0, {"plan": "free", "title": "CTO", "email": "user1@example.com", "id": "u0000001"}),
-        up.identify(7, 0, {"plan": "trial"}, user=None, anonymous="anon-7", mail=None),
-    ])
+    identifies = pd.DataFrame(
+        [
+            up.identify(1, 2, {"plan": "pro"}),  # later in time, listed first
+            up.identify(
+                1, 0, {"plan": "free", "title": "CTO", "email": "user1@example.com", "id": "u0000001"}
+            ),
+            up.identify(7, 0, {"plan": "trial"}, user=None, anonymous="anon-7", mail=None),
+        ]
+    )
     contacts = pd.DataFrame([up.contact("c1", external_id=None, mail=None, phone=None)])
     profiles, conflicts = build_user_profiles(identifies, contacts)
     got = {p.identity.key: p.attributes for p in profiles}
-    assert got == {"external_id:u0000001": {"plan": "pro", "title": "CTO"},
-                   "alias:segment_anonymous_id:anon-7": {"plan": "trial"}}
+    assert got == {
+        "external_id:u0000001": {"plan": "pro", "title": "CTO"},
+        "alias:segment_anonymous_id:anon-7": {"plan": "trial"},
+    }
     assert [p.identity.kind for p in profiles] == [IdKind.ALIAS, IdKind.EXTERNAL_ID]
-    assert [c.rule for c in conflicts] == ["no_identifier"]  # an Intercom contact with nothing to address it by
+    assert [c.rule for c in conflicts] == [
+        "no_identifier"
+    ]  # an Intercom contact with nothing to address it by
 
 
 def test_automation_runs_on_the_braze_cadence_only_after_an_upstream_change(tmp_path):
@@ -111,9 +135,13 @@ def test_automation_runs_on_the_braze_cadence_only_after_an_upstream_change(tmp_
     result = tick(t0 + dt.timedelta(minutes=15), result.cursor)  # 10:15 tick passed
     assert result.get_num_requested(AssetKey(["braze", "custom_events_sync"])) == 1
     assert result.get_num_requested(USERS_SYNC) == 1  # one step writes all five tables
-    materialize([braze_cdi_tables, identifies, contacts, tracks], instance=instance, resources={"warehouse": wh},
-                selection=[USERS_SYNC, AssetKey(["braze", "custom_events_sync"])] + [
-                    AssetKey(["braze", n]) for n in ("users_attributes_state", "custom_events_state", "rejects")])
+    materialize(
+        [braze_cdi_tables, identifies, contacts, tracks],
+        instance=instance,
+        resources={"warehouse": wh},
+        selection=[USERS_SYNC, AssetKey(["braze", "custom_events_sync"])]
+        + [AssetKey(["braze", n]) for n in ("users_attributes_state", "custom_events_state", "rejects")],
+    )
     result = tick(t0 + dt.timedelta(minutes=30), result.cursor)  # next tick, nothing new upstream
     assert result.total_requested == 0
     materialize([tracks], instance=instance)

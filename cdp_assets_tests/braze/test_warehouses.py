@@ -1,6 +1,6 @@
 """The Braze tables on the Braze-readable warehouses' local stand-ins: Snowflake (fakesnow) and BigQuery
-(bqemulator). The first run creates the sync tables with Braze's types and NOT NULLs; the contract check passes;
-a second run publishes nothing."""
+(bqemulator). The first run creates the sync tables with Braze's types and NOT NULLs; the contract check
+passes; a second run publishes nothing."""
 
 from __future__ import annotations
 
@@ -24,18 +24,26 @@ def warehouse(request):
     from cdp_assets.shared.warehouse.bigquery import BigQueryWarehouse
 
     emulator = request.getfixturevalue("bq_emulator")
-    return BigQueryWarehouse(project=BQ_PROJECT, api_endpoint=emulator.endpoint, timeout_seconds=60,
-                             dataset_prefix=f"b{uuid.uuid4().hex[:8]}_")
+    return BigQueryWarehouse(
+        project=BQ_PROJECT,
+        api_endpoint=emulator.endpoint,
+        timeout_seconds=60,
+        dataset_prefix=f"b{uuid.uuid4().hex[:8]}_",
+    )
 
 
 def test_braze_tables_get_brazes_types_and_pass_the_contract(warehouse):
     up.baseline(warehouse, users=3)
     ddl = contract.create_table_sql(warehouse, table_of(USERS_SYNC))
-    expected_types = {"snowflake": ("TIMESTAMP_NTZ(9) NOT NULL", "VARCHAR(16777216) NOT NULL"),
-                      "bigquery": ("TIMESTAMP NOT NULL", "JSON NOT NULL")}[warehouse.kind]
+    expected_types = {
+        "snowflake": ("TIMESTAMP_NTZ(9) NOT NULL", "VARCHAR(16777216) NOT NULL"),
+        "bigquery": ("TIMESTAMP NOT NULL", "JSON NOT NULL"),
+    }[warehouse.kind]
     assert all(t in ddl for t in expected_types)
 
-    result = materialize([braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources={"warehouse": warehouse})
+    result = materialize(
+        [braze_cdi_tables, *up.UPSTREAM_SPECS, *contract_checks], resources={"warehouse": warehouse}
+    )
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     for key in (USERS_SYNC, EVENTS_SYNC):
         cols = warehouse.columns(table_of(key))
