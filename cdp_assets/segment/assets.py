@@ -38,6 +38,8 @@ from dagster import (
 from dagster._utils.warnings import BetaWarning
 
 from ..shared.conventions import OWNER, asset_kinds
+from ..shared.env import ConfigError
+from ..shared.http import ApiError
 from ..shared.warehouse import WarehouseResource, table_metadata, write_metadata
 from .catalog import CATALOG, PERIOD_COLUMN, Kind, SegmentObject
 from .extract import (
@@ -50,12 +52,15 @@ from .extract import (
     month_keys,
     parent_rows,
 )
+from .client import CursorLoopError, SegmentAuthError, SegmentForbidden
 from .resources import SegmentResource
 
 UTC = dt.timezone.utc
 #: First usage month when ``CDP_SEGMENT_USAGE_START`` is not set (any day of it; the day is ignored).
 DEFAULT_USAGE_START = "2025-01-01"
 POOL = "segment_api"
+#: errors a step retry cannot fix (transient ones were already retried inside the client)
+PERMANENT = (SegmentAuthError, SegmentForbidden, CursorLoopError)
 RETRY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
@@ -74,7 +79,7 @@ def _now() -> dt.datetime:
 def _not_entitled(context: AssetExecutionContext, segment: SegmentResource, obj: SegmentObject, exc: NotEntitled,
                   stats: dict[str, Any]) -> MaterializeResult:
     if segment.fail_on_not_entitled:
-        raise Failure(str(exc), metadata={"cdp/entitled": False}) from None
+        raise Failure(str(exc), metadata={"cdp/entitled": False}, allow_retries=False) from None
     context.log.warning(f"{exc}. The table is left unchanged; set fail_on_not_entitled to fail instead.")
     return MaterializeResult(metadata={"cdp/entitled": False, **stats})
 
@@ -115,6 +120,13 @@ def _materialize(context: AssetExecutionContext, segment: SegmentResource, wareh
             return MaterializeResult(metadata=_result(writer, obj, stats(), **extra))
         except NotEntitled as exc:
             return _not_entitled(context, segment, obj, exc, stats())
+        except ApiError as exc:
+            # retrying cannot fix a rejected token, a request bug (4xx) or a looping cursor: fail now, clearly;
+            # transient failures were already retried inside the client and may get a step retry
+            permanent = isinstance(exc, PERMANENT) or (exc.status is not None and 400 <= exc.status < 500)
+            raise Failure(f"segment/{obj.name}: {exc}", allow_retries=not permanent) from None
+        except ConfigError as exc:
+            raise Failure(f"segment/{obj.name}: {exc}", allow_retries=False) from None
 
 
 def _load_months(context: AssetExecutionContext, client, warehouse: WarehouseResource, obj: SegmentObject,
