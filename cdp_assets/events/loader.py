@@ -56,7 +56,9 @@ class DrainSettings:
     pull_timeout: float = 30.0  # per pull RPC
     max_empty_pulls: int = 1  # consecutive empty pulls that mean "drained"
     flush_seconds: float = 1.0  # write a partial batch after waiting this long for more messages
-    table_writers: int = 4  # tables of one batch written concurrently (each is its own transaction anyway)
+    # Tables of one batch written concurrently (each is its own transaction anyway). Pays off for network
+    # warehouses (round trips overlap); on local DuckDB it only adds CPU contention, so the default is 1.
+    table_writers: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_messages < 1 or self.max_messages < 1:
@@ -305,13 +307,18 @@ def _held_open(warehouse: WarehouseResource) -> Iterator[None]:
     """DuckDB only: keep one connection open for the drain. DuckDB shares the open database between
     connections of a process, so each write skips re-opening the file and the checkpoint on last close
     (measured 1.75x faster writes). The file lock is then held for the drain (bounded by max_seconds, below
-    DuckDBWarehouse's lock timeout), which other writers wait out as they already do between writes."""
+    DuckDBWarehouse's lock timeout), which other writers wait out as they already do between writes.
+
+    It also limits that shared instance to one thread: DuckDB's default (one per core) competes for CPU with
+    the pull thread and, locally, the emulator; measured, each pull then took ~2x longer and the whole
+    drain got slower, while the batch writes themselves barely need a second thread."""
     from ..shared.warehouse.duckdb import DuckDBWarehouse
 
     if not isinstance(warehouse, DuckDBWarehouse):
         yield
         return
     conn = warehouse._connect()  # noqa: SLF001 (same path and config as the writes, so the instance is shared)
+    conn.execute("SET threads TO 1")
     try:
         yield
     finally:
