@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--region", choices=("us", "eu"), default="us")
     p.add_argument("--rate-limit", type=int, default=1_000_000)
     p.add_argument("--rate-window", type=float, default=60.0)
+    p.add_argument("--page-cache", type=int, default=0, help="pages kept built (0 = off)")
     args = p.parse_args(argv)
     size = WorkspaceSize().scaled(args.scale)
     if args.sources:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = SegmentSimulator(
         Workspace(seed=args.seed, size=size),
         SimConfig(token=args.token, home_region=args.region, rate_limit=args.rate_limit,
-                  rate_window_seconds=args.rate_window),
+                  rate_window_seconds=args.rate_window, page_cache=args.page_cache),
     ).start()
     print(orjson.dumps({"urls": sim.urls, "url": sim.url}).decode(), flush=True)
     try:

@@ -53,6 +53,9 @@ class SimConfig:
     forbidden: frozenset[str] = frozenset()  # object names answering 403 (not entitled)
     slow_seconds: float = 0.3
     max_count: int = 1000
+    #: keep this many built pages of the time-independent routes (benchmarks: a warm-up fills it, so the
+    #: measured runs see the client's speed, not the simulator's record generation); 0 = off
+    page_cache: int = 0
 
 
 @dataclass
@@ -168,6 +171,8 @@ class SegmentSimulator:
         self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
         self._rate_limit_replies = 0
+        self._pages: collections.OrderedDict[tuple, dict[str, Any]] = collections.OrderedDict()
+        self._pages_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -224,7 +229,7 @@ class SegmentSimulator:
             raise self._too_many(reset, consumed)
         if obj.name in self.config.forbidden:
             raise Reply(403, "Forbidden", f"this workspace is not entitled to {obj.path}")
-        data = self._data(obj, path_params, query, loop=fault == "loop")
+        data = self._cached_data(obj, path_params, query, loop=fault == "loop")
         out_headers = {
             "X-RateLimit-Consumed": str(consumed),
             "X-RateLimit-Remaining": str(remaining),
@@ -262,6 +267,22 @@ class SegmentSimulator:
                         {"field": "pagination.count"})
         cursor = query.get("pagination.cursor", query.get("pagination[cursor]"))
         return count, decode_cursor(cursor) if cursor else None
+
+    def _cached_data(self, obj: SegmentObject, params: dict[str, str], query: dict[str, str], loop: bool) -> dict[str, Any]:
+        if not self.config.page_cache or loop or obj.kind in (Kind.AUDIT, Kind.METRICS):
+            return self._data(obj, params, query, loop)
+        key = (obj.name, tuple(sorted(params.items())), tuple(sorted(query.items())))
+        with self._pages_lock:
+            hit = self._pages.get(key)
+            if hit is not None:
+                self._pages.move_to_end(key)
+                return hit
+        data = self._data(obj, params, query, loop)
+        with self._pages_lock:
+            self._pages[key] = data
+            while len(self._pages) > self.config.page_cache:
+                self._pages.popitem(last=False)
+        return data
 
     def _data(self, obj: SegmentObject, params: dict[str, str], query: dict[str, str], loop: bool) -> dict[str, Any]:
         ws = self.workspace
