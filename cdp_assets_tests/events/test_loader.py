@@ -110,7 +110,7 @@ def crash_at(stage: str, batch: int):
 ])
 def test_a_run_that_fails_anywhere_is_completed_exactly_once_by_the_next(channel, warehouse, stage, batch):
     expected, _ = publish_events(channel, 1_500, seed=21, bad=False)
-    settings = DrainSettings(batch_messages=500)
+    settings = DrainSettings(batch_messages=500, pull_threads=2)  # also covers concurrent pull loops
     with pytest.raises(Crash):
         drain(channel.subscriber, channel.subscription_path, warehouse, settings, hook=crash_at(stage, batch))
     partial = sum(len(table_ids(warehouse.database, t)) for t in expected)
