@@ -141,8 +141,9 @@ class DuckDBWarehouse(SqlWarehouse):
     def _fetch_frame(self, conn: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
         # Through Arrow so DATE columns come back as ``datetime.date`` like every other backend (``.df()``
         # turns them into datetime64, which then no longer compares equal to the dates that were written).
-        result = conn.execute(sql, list(params)) if params else conn.execute(sql)
-        to_arrow = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table  # duckdb 2.x | 1.x
+        # A relation, not a DB-API result: DuckDB 2 warns that Arrow from the latter costs an extra copy.
+        rel = conn.sql(sql, params=list(params)) if params else conn.sql(sql)
+        to_arrow = getattr(rel, "to_arrow_table", None) or rel.arrow  # duckdb 2.x | 1.x
         return to_arrow().to_pandas(date_as_object=True)
 
     def _select_expr(self, col: Column, staged: str) -> str:
