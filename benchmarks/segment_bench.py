@@ -6,6 +6,8 @@ The simulator runs in its own process (identical for every contender, warmed up)
 fresh subprocess so its peak RSS is its own:
 
 * ``raw``      : requests + ``orjson.loads`` of every page, following ``data.pagination.next`` (the ceiling);
+* ``shape``    : the same as ``load`` with the SQL left out (fetch, shape, chunk, frame normalisation): the
+                 Segment code path's own speed and memory;
 * ``load``     : ``SegmentClient`` + ``extract.load`` into a new DuckDB file (what each asset step does);
 * ``dagster``  : ``dagster.materialize`` of the same assets (the load plus Dagster's own run machinery).
 
@@ -70,13 +72,22 @@ def contender_raw(url: str) -> int:
     return records
 
 
-def contender_load(url: str, db: str) -> int:
+def contender_load(url: str, db: str, shape_only: bool = False) -> int:
     from cdp_assets.segment.catalog import BY_NAME
     from cdp_assets.segment.client import SegmentClient
     from cdp_assets.segment.extract import load
     from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
+    from cdp_assets.shared.warehouse.types import WriteResult, prepare_frame
 
-    wh = DuckDBWarehouse(database=db)
+    class ShapeOnly(DuckDBWarehouse):
+        """Everything up to the warehouse (fetch, shape, chunk, normalise the frame), no SQL: separates the
+        Segment code path's memory from the warehouse engine's."""
+
+        def write(self, df, plan):
+            frame, cols = prepare_frame(df)
+            return WriteResult(self.fqn(plan.table), plan.mode, len(frame), len(frame), cols)
+
+    wh = (ShapeOnly if shape_only else DuckDBWarehouse)(database=db)
     rows = 0
     with SegmentClient(url, TOKEN) as client:
         for name in OBJECTS:
@@ -136,6 +147,8 @@ def run_contender(which: str, url: str) -> dict:
             records = contender_raw(url)
         elif which == "load":
             records = contender_load(url, db)
+        elif which == "shape":
+            records = contender_load(url, db, shape_only=True)
         else:
             records = contender_dagster(url, db)
         seconds = time.perf_counter() - started
@@ -172,7 +185,7 @@ def measure(sources: int, scale: int, repeats: int) -> dict[str, list[dict]]:
     proc, url = start_simulator(sources, scale)
     try:
         child("raw", url)  # warm-up: simulator caches, page cache, imports
-        results: dict[str, list[dict]] = {"raw": [], "load": [], "dagster": []}
+        results: dict[str, list[dict]] = {"raw": [], "shape": [], "load": [], "dagster": []}
         for _ in range(repeats):
             for which in results:  # interleaved, so drift on a shared machine hits every contender alike
                 results[which].append(child(which, url))

@@ -25,8 +25,8 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    Backoff,
     BackfillPolicy,
+    Backoff,
     Failure,
     Jitter,
     MaterializeResult,
@@ -42,6 +42,7 @@ from ..shared.env import ConfigError
 from ..shared.http import ApiError
 from ..shared.warehouse import WarehouseResource, table_metadata, write_metadata
 from .catalog import CATALOG, PERIOD_COLUMN, Kind, SegmentObject
+from .client import CursorLoopError, SegmentAuthError, SegmentForbidden
 from .extract import (
     ChunkedWriter,
     MetricsWindow,
@@ -52,7 +53,6 @@ from .extract import (
     month_keys,
     parent_rows,
 )
-from .client import CursorLoopError, SegmentAuthError, SegmentForbidden
 from .resources import SegmentResource
 
 UTC = dt.timezone.utc
@@ -93,6 +93,19 @@ def _result(writer: ChunkedWriter, obj: SegmentObject, stats: dict[str, Any], **
 
 def _materialize(context: AssetExecutionContext, segment: SegmentResource, warehouse: WarehouseResource,
                  obj: SegmentObject) -> MaterializeResult:
+    try:
+        return _read_and_write(context, segment, warehouse, obj)
+    except ApiError as exc:
+        # retrying cannot fix a rejected token, a request bug (4xx) or a looping cursor: fail now, clearly;
+        # transient failures were already retried inside the client and may get a step retry
+        permanent = isinstance(exc, PERMANENT) or (exc.status is not None and 400 <= exc.status < 500)
+        raise Failure(f"segment/{obj.name}: {exc}", allow_retries=not permanent) from None
+    except ConfigError as exc:
+        raise Failure(f"segment/{obj.name}: {exc}", allow_retries=False) from None
+
+
+def _read_and_write(context: AssetExecutionContext, segment: SegmentResource, warehouse: WarehouseResource,
+                    obj: SegmentObject) -> MaterializeResult:
     common = dict(secrets=segment.secrets, chunk_rows=segment.chunk_rows, log=context.log)
     with segment.open_client(context.log) as client:
         stats = lambda: client.stats.as_metadata()  # noqa: E731 - read at the end, after every request
@@ -120,13 +133,6 @@ def _materialize(context: AssetExecutionContext, segment: SegmentResource, wareh
             return MaterializeResult(metadata=_result(writer, obj, stats(), **extra))
         except NotEntitled as exc:
             return _not_entitled(context, segment, obj, exc, stats())
-        except ApiError as exc:
-            # retrying cannot fix a rejected token, a request bug (4xx) or a looping cursor: fail now, clearly;
-            # transient failures were already retried inside the client and may get a step retry
-            permanent = isinstance(exc, PERMANENT) or (exc.status is not None and 400 <= exc.status < 500)
-            raise Failure(f"segment/{obj.name}: {exc}", allow_retries=not permanent) from None
-        except ConfigError as exc:
-            raise Failure(f"segment/{obj.name}: {exc}", allow_retries=False) from None
 
 
 def _load_months(context: AssetExecutionContext, client, warehouse: WarehouseResource, obj: SegmentObject,

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import orjson
 import pandas as pd
 
 from ..shared.http import Progress
@@ -118,8 +119,8 @@ def record_batches(
             ids = {param: parent[column] for param, column in obj.parent_ids.items()}
             query = {**obj.params, "sourceId": ids["sourceId"], "granularity": window.granularity,
                      "startTime": window.start, "endTime": window.end}
-            data = _call(client, obj, lambda: client.get(_fill(obj.path, {"destinationId": ids["destinationId"]}),
-                                                          query, obj.accept))
+            path = _fill(obj.path, {"destinationId": ids["destinationId"]})
+            data = _call(client, obj, lambda p=path, q=query: client.get(p, q, obj.accept))
             yield flatten_metrics(data.get(obj.records) or {}, ids["destinationId"], window)
 
 
@@ -237,6 +238,9 @@ class ChunkedWriter:
     period: dt.date | None = None
     chunk_rows: int = 50_000
     log: logging.Logger | Any = None
+    #: also cap a chunk at about this much JSON, so wide records (catalog entries of ~1.5 KB) make smaller
+    #: chunks than narrow ones (usage rows of ~250 B) and memory stays flat whatever the object
+    chunk_bytes: int = 16 * 2**20
     rows: int = 0
     result: WriteResult | None = None
     period_mismatches: int = 0
@@ -258,9 +262,15 @@ class ChunkedWriter:
             slice_ = Slice(PERIOD_COLUMN, start=self.period, end=nxt)
         return WritePlan(self.table, mode, self.obj.primary_key, slice_)
 
+    _limit: int = 0
+
     def add(self, records: Sequence[dict[str, Any]]) -> None:
+        if not self._limit and records:
+            # measured once, on the first page: serialising one page is cheap next to fetching it
+            per_record = max(len(orjson.dumps(list(records), default=str)) // len(records), 1)
+            self._limit = max(1, min(self.chunk_rows, self.chunk_bytes // per_record))
         self._buffer.extend(records)
-        if len(self._buffer) >= self.chunk_rows:
+        if self._limit and len(self._buffer) >= self._limit:
             self.flush()
 
     def flush(self) -> None:

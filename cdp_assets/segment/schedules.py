@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+
 from dagster import (
     AssetKey,
     AssetSelection,

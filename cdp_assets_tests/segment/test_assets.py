@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 
 import pandas as pd
-import pytest
 from dagster import DagsterInstance, EnvVar, materialize
 
 from cdp_assets.segment import catalog
@@ -203,3 +202,23 @@ def test_token_never_appears_in_logs_metadata_or_errors(sim, warehouse, monkeypa
     haystack = "\n".join([caplog.text, captured.out, captured.err, *(str(r.event_log_entry) for r in records)])
     assert "HTTP 401" in haystack and "429" in haystack  # the logs are really in the haystack
     assert TOKEN not in haystack and bad not in haystack
+
+
+def test_simulated_mode_needs_no_credentials_and_drop_removes_secrets(warehouse):
+    """No base_url and no token: each step starts the bundled simulator (seed 7, scale 1) itself."""
+    from cdp_assets.segment.resources import SegmentResource
+    from cdp_assets.segment.simulator import Workspace
+    from cdp_assets.shared.warehouse import WarehouseIOManager
+
+    picked = [a for a in UNPARTITIONED if a.key.path[-1] in ("sources", "source_connected_warehouses", "warehouses")]
+    res = {"segment": SegmentResource(secrets="drop"), "warehouse": warehouse,
+           "io_manager": WarehouseIOManager(warehouse=warehouse)}
+    assert materialize(picked, resources=res).success
+    truth = Workspace(seed=7)
+    for name in ("sources", "source_connected_warehouses", "warehouses"):
+        pk = catalog.get(name).primary_key
+        assert set(table_keys(warehouse, name, pk)) == norm_keys(truth.expected_keys(name))
+    cols = {c for (c,) in query(warehouse, "SELECT column_name FROM information_schema.columns WHERE table_name='sources'")}
+    assert not {"writeKeys", "writeKeys_sha256"} & cols
+    settings = [s for (s,) in query(warehouse, "SELECT settings FROM segment.warehouses")]
+    assert settings and not any("password" in s for s in settings) and all("hostname" in s for s in settings)

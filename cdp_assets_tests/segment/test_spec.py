@@ -13,7 +13,13 @@ from cdp_assets.segment import catalog, extract
 from cdp_assets.segment.catalog import Kind
 from cdp_assets.segment.client import SegmentAuthError, SegmentClient, SegmentForbidden
 from cdp_assets.segment.simulator import SegmentSimulator, SimConfig, Workspace, WorkspaceSize
-from cdp_assets_tests.openapi_validation import SEGMENT_EU_SERVER, load_spec, validate_error_body, validate_request, validate_response
+from cdp_assets_tests.openapi_validation import (
+    SEGMENT_EU_SERVER,
+    load_spec,
+    validate_error_body,
+    validate_request,
+    validate_response,
+)
 
 from .conftest import TOKEN
 

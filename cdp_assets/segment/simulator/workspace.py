@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 UTC = dt.timezone.utc
 AUDIT_ORIGIN = dt.datetime(2024, 1, 1, tzinfo=UTC)
