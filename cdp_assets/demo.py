@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         result = execute_job(
             reconstructable(demo_job.everything_job),
             instance=instance,
-            partition_key=demo_job.current_month_key(),
-            tags={"cdp/warehouse": "duckdb", "cdp/trigger": "demo"},
+            # the usage metrics are monthly: the run takes the current month (execute_job has no partition
+            # argument; the partition is the run's `dagster/partition` tag, as for a run launched from the UI)
+            tags={"dagster/partition": demo_job.current_month_key(), "cdp/warehouse": "duckdb", "cdp/trigger": "demo"},
         )
         if not result.success:
             failed = [e.step_key for e in result.all_events if e.is_step_failure]

@@ -42,6 +42,6 @@ def print_tables(database: Path) -> None:
         print(f"tables in {database}:")
         for schema, name in rows:
             (count,) = con.execute(f'SELECT COUNT(*) FROM "{schema}"."{name}"').fetchone()
-            print(f"  {schema}.{name:<40} {count:>10,} rows")
+            print(f"  {schema + '.' + name:<52} {count:>10,} rows")
     finally:
         con.close()
