@@ -22,7 +22,7 @@ from pydantic import Field
 from ..shared.conventions import OWNER, asset_kinds
 from ..shared.warehouse import WarehouseResource, table_metadata, write_metadata
 from .loader import SCHEMA, DrainReport, drain, final_results
-from .parse import EVENT_TABLES, PRIMARY_KEYS, REJECTED_TABLE
+from .parse import EVENT_TABLES, PRIMARY_KEYS, REJECTED_TABLE, table_columns
 from .resources import PubSubResource
 
 GROUP = "events"
@@ -48,7 +48,7 @@ def table_key(table: str) -> AssetKey:
 table_specs = [
     AssetSpec(table_key(table), deps=[PUBSUB_TOPIC], group_name=GROUP, owners=[OWNER],
               kinds=asset_kinds("segment", "pubsub"), description=description,
-              metadata=table_metadata("merge", PRIMARY_KEYS[table]))
+              metadata=table_metadata("merge", PRIMARY_KEYS[table], columns=table_columns(table)))
     for table, description in _DESCRIPTIONS.items()
 ]
 

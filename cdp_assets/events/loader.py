@@ -35,7 +35,7 @@ import pandas as pd
 from dagster import get_dagster_logger
 
 from ..shared.warehouse import TableRef, WarehouseResource, WriteMode, WritePlan, WriteResult
-from .parse import ALL_TABLES, PRIMARY_KEYS, ParsedBatch, RawMessage, parse_batch
+from .parse import ALL_TABLES, PRIMARY_KEYS, ParsedBatch, RawMessage, parse_batch, table_columns
 
 SCHEMA = "segment_events"
 ACK_CHUNK = 2_500  # acknowledge/modifyAckDeadline requests are limited to 512 KB; ack ids can be ~200 bytes
@@ -102,7 +102,8 @@ def table_ref(table: str) -> TableRef:
 
 
 def write_plan(table: str) -> WritePlan:
-    return WritePlan(table_ref(table), WriteMode.MERGE, PRIMARY_KEYS[table])
+    types = {c.name: c.type for c in table_columns(table)}
+    return WritePlan(table_ref(table), WriteMode.MERGE, PRIMARY_KEYS[table], column_types=types)
 
 
 # ------------------------------------------------------------------------------------------ leases

@@ -22,6 +22,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from ..shared.warehouse import Column, LogicalType
+
 MAX_PAYLOAD_BYTES = 32 * 1024  # Segment accepts at most 32 KB per message (contract A.2)
 MAX_MESSAGE_ID_CHARS = 100  # spec-field-message-id.md
 
@@ -88,6 +90,24 @@ MAPPED_KEYS = frozenset({"type", "messageId", "userId", "anonymousId", "timestam
 REJECTED_COLUMNS = ("pubsub_message_id", "publish_time", "reason", "detail", "message_id", "event_type",
                     "payload_bytes", "raw_payload", "raw_payload_base64", "attributes", "loaded_at")
 PRIMARY_KEYS = {**{t.table: ("message_id",) for t in EVENT_TABLES}, REJECTED_TABLE: ("pubsub_message_id",)}
+#: Logical types of the columns above; a per-type field's type is its ``TypeField.kind``.
+_COLUMN_TYPES = {
+    **dict.fromkeys(("timestamp", "original_timestamp", "sent_at", "received_at", "publish_time", "loaded_at"),
+                    LogicalType.TIMESTAMP),
+    **dict.fromkeys(("context", "integrations", "extra", "attributes"), LogicalType.JSON),
+    "payload_bytes": LogicalType.BIGINT,
+}
+
+
+def table_columns(table: str) -> list[Column]:
+    """The columns of one event table, in the order the loader writes them (its definition's column schema)."""
+    if table == REJECTED_TABLE:
+        return [Column(c, _COLUMN_TYPES.get(c, LogicalType.STRING)) for c in REJECTED_COLUMNS]
+    spec = next(t for t in EVENT_TABLES if t.table == table)
+    fields = [Column(f.column, LogicalType(f.kind)) for f in spec.fields]
+    common = [Column(c, _COLUMN_TYPES.get(c, LogicalType.STRING)) for c in COMMON_COLUMNS]
+    lineage = [Column(c, _COLUMN_TYPES.get(c, LogicalType.STRING)) for c in LINEAGE_COLUMNS]
+    return [*common, *fields, *lineage]
 
 
 class RawMessage(NamedTuple):

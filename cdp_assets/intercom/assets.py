@@ -49,9 +49,19 @@ def table_of(name: str) -> TableRef:
     return TableRef.for_asset_key(key_of(name).path)
 
 
-def _spec_kwargs(col: Collection) -> dict[str, Any]:
+#: The Intercom workspace itself, an external asset: where every collection's lineage starts.
+WORKSPACE = AssetKey(["intercom", "workspace"])
+workspace_spec = AssetSpec(
+    WORKSPACE, group_name=GROUP, owners=[OWNER], kinds={"intercom"},
+    description="The Intercom workspace (REST API, Intercom-Version 2.16) every intercom/* table is read from.",
+)
+
+
+def _spec_kwargs(col: Collection, *upstream: AssetKey) -> dict[str, Any]:
     return dict(group_name=GROUP, kinds=asset_kinds("intercom"), owners=[OWNER], description=col.description,
-                metadata=table_metadata(col.write_mode, col.primary_key))
+                metadata=table_metadata(col.write_mode, col.primary_key, columns=col.table_columns,
+                                         descriptions=col.column_sources),
+                deps=[WORKSPACE, *upstream])
 
 
 # ---------------------------------------------------------------------------------------------- full refresh
@@ -196,7 +206,7 @@ PARTS = BY_NAME["conversation_parts"]
 
 @multi_asset(
     specs=[AssetSpec(key_of("conversations"), **_spec_kwargs(CONVERSATIONS)),
-           AssetSpec(key_of("conversation_parts"), deps=[key_of("conversations")], **_spec_kwargs(PARTS))],
+           AssetSpec(key_of("conversation_parts"), **_spec_kwargs(PARTS, key_of("conversations")))],
     name="intercom_conversations",
     description="Changed Intercom conversations and all parts of each (re-fetched per conversation).",
     pool="intercom_api",

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..shared.warehouse import WriteMode
+from ..shared.warehouse import Column, LogicalType, WriteMode
 
 
 class Paging(str, Enum):
@@ -37,6 +37,14 @@ class Kind(str, Enum):
     BOOL = "bool"
     TS = "ts"  # unix seconds -> UTC timestamp
     JSON = "json"
+
+    @property
+    def logical_type(self) -> LogicalType:
+        return _LOGICAL[self]
+
+
+_LOGICAL = {Kind.STR: LogicalType.STRING, Kind.INT: LogicalType.BIGINT, Kind.BOOL: LogicalType.BOOLEAN,
+            Kind.TS: LogicalType.TIMESTAMP, Kind.JSON: LogicalType.JSON}
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,21 @@ class Collection:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def table_columns(self) -> list[Column]:
+        """The warehouse table's columns, as declared in the asset definition's ``dagster/column_schema``."""
+        return [Column(c.name, c.kind.logical_type) for c in self.columns]
+
+    @property
+    def column_types(self) -> dict[str, LogicalType]:
+        """For ``WritePlan.column_types``: a batch whose JSON column is all NULL still makes a JSON column."""
+        return {c.name: c.kind.logical_type for c in self.columns}
+
+    @property
+    def column_sources(self) -> dict[str, str]:
+        """Where a column is read from when that is not the API field of the same name (column descriptions)."""
+        return {c.name: f"API field `{c.path}`" for c in self.columns if c.path and c.path != c.name}
 
     def frame(self, records: Iterable[dict], extra: dict[str, Sequence[Any]] | None = None) -> pd.DataFrame:
         """Records -> a typed DataFrame with exactly this collection's columns (``extra`` supplies columns

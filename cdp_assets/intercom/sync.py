@@ -96,7 +96,7 @@ class BatchWriter:
                  batch_size: int = 20_000):
         self.warehouse, self.collection, self.table = warehouse, collection, table
         self.batch_size = batch_size
-        self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key)
+        self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key, column_types=collection.column_types)
         self.columns = collection.new_columns()
         self.buffered = 0
         self.pending: Future | None = None
@@ -193,7 +193,8 @@ def mark_deleted(warehouse: WarehouseResource, collection: Collection, table: Ta
             frame[name] = pd.to_datetime(pd.Series(pd.array(values, dtype="Int64")), unit="s", utc=True).astype("datetime64[ns, UTC]")
         else:
             frame[name] = pd.Series(values, dtype=object)
-    warehouse.write(frame, WritePlan(table, WriteMode.MERGE, collection.primary_key))
+    warehouse.write(frame, WritePlan(table, WriteMode.MERGE, collection.primary_key,
+                                     column_types=collection.column_types))
     return len(frame)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetSpec,
     AssetsDefinition,
     BackfillPolicy,
     Backoff,
@@ -62,6 +63,13 @@ POOL = "segment_api"
 #: errors a step retry cannot fix (transient ones were already retried inside the client)
 PERMANENT = (SegmentAuthError, SegmentForbidden, CursorLoopError)
 RETRY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+#: The Segment workspace itself, an external asset: the root of every segment/* table's lineage (fan-out objects
+#: reach it through their parent).
+WORKSPACE = AssetKey(["segment", "workspace"])
+workspace_spec = AssetSpec(
+    WORKSPACE, group_name="segment", owners=[OWNER], kinds={"segment"},
+    description="The Segment workspace behind the Public API (US or EU host) every segment/* table is read from.",
+)
 
 
 def usage_partitions(start: "str | dt.date | None" = None) -> MonthlyPartitionsDefinition:
@@ -172,7 +180,7 @@ def build_segment_asset(obj: SegmentObject, partitions: MonthlyPartitionsDefinit
             "cdp/api_path": obj.path,
             "cdp/entitlement_gated": obj.gated,
         },
-        deps=[AssetKey(["segment", obj.parent])] if obj.parent else None,
+        deps=[AssetKey(["segment", obj.parent])] if obj.parent else [WORKSPACE],
         partitions_def=partitions if partitioned else None,
         # a backfill of many months is one run: one step per object walks the months in order, so the API sees
         # at most one caller per object, and the segment_api pool bounds how many objects run at once
@@ -187,6 +195,7 @@ def build_segment_asset(obj: SegmentObject, partitions: MonthlyPartitionsDefinit
 
 
 def build_segment_assets(usage_start: "str | dt.date | None" = None) -> list[AssetsDefinition]:
+    """The 18 catalog assets (the external ``segment/workspace`` spec is added by ``defs``)."""
     partitions = usage_partitions(usage_start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy is beta; its behaviour is what we want

@@ -18,6 +18,7 @@ from cdp_assets.events.assets import segment_events_load
 from cdp_assets.events.loader import DrainSettings, drain, pull_raw
 from cdp_assets.events.parse import BY_TYPE, EVENT_TABLES
 from cdp_assets.events.simulator import SegmentEventFactory, malformed_payloads, publish
+from cdp_assets.shared.warehouse import TableRef
 
 pytestmark = pytest.mark.emulator
 
@@ -90,6 +91,11 @@ def test_dagster_run_loads_every_event_once_rejects_bad_ones_and_empties_the_sub
     assert mats["rejected"]["dagster/row_count"].value == sum(reasons.values())
     assert mats["tracks"]["cdp/acked"].value == 2_000 + sum(reasons.values())
     assert "message_id" in {c.name for c in mats["tracks"]["dagster/column_schema"].schema.columns}
+    # every table was written with exactly the columns its definition declares
+    for key, meta in segment_events_load.metadata_by_key.items():
+        declared = [(c.name, c.type) for c in meta["dagster/column_schema"].columns]
+        written = [(c.name, c.type.value) for c in warehouse.columns(TableRef("segment_events", key.path[-1]))]
+        assert written == declared, f"{key.to_user_string()}: the table's columns differ from its definition"
 
 
 class Crash(RuntimeError):

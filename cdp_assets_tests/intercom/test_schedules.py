@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dagster import build_schedule_context
+from dagster import AssetKey, build_schedule_context
 
 from cdp_assets.intercom.assets import contacts, conversations
 from cdp_assets.definitions import defs
@@ -31,10 +31,14 @@ def test_daily_reconciliation_sets_reconcile_on_both_incremental_assets():
 
 def test_asset_conventions():
     graph = defs.resolve_asset_graph()
-    nodes = [n for n in graph.asset_nodes if n.key.path[0] == "intercom"]
+    nodes = [n for n in graph.asset_nodes if n.key.path[0] == "intercom" and n.is_materializable]
     assert len(nodes) == 8
+    workspace = graph.get(AssetKey(["intercom", "workspace"]))
+    assert not workspace.is_materializable and workspace.group_name == "intercom"
     for n in nodes:
         assert n.group_name == "intercom" and n.owners and n.description
+        assert AssetKey(["intercom", "workspace"]) in n.parent_keys, f"{n.key} does not trace back to Intercom"
         assert n.metadata["primary_key"] and n.metadata["write_mode"] in ("merge", "replace")
+        assert n.metadata["dagster/column_schema"].columns
         assert n.pools and n.pools <= {"intercom_api", "intercom_scroll"}
     assert graph.get(contacts.keys_by_output_name["result"]).metadata["write_mode"] == "merge"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from cdp_assets.intercom.assets import contacts, conversations
+from cdp_assets.intercom.assets import ALL_ASSETS, contacts, conversations
 from cdp_assets.intercom.simulator import contact_id
+from cdp_assets.shared.warehouse import TableRef
 
 from .conftest import (
     TOKEN,
@@ -38,10 +39,23 @@ def cursor_of(result, node: str) -> int:
     return mats[-1].metadata["intercom/cursor"].value
 
 
+def declared_columns() -> dict[str, list[tuple[str, str]]]:
+    """Each table's columns as its asset definition declares them (``dagster/column_schema``)."""
+    declared = {}
+    for assets_def in ALL_ASSETS:
+        for key, meta in assets_def.metadata_by_key.items():
+            declared[key.path[-1]] = [(c.name, c.type) for c in meta["dagster/column_schema"].columns]
+    return declared
+
+
 def test_initial_load_then_incremental_matches_truth(harness):
     first = harness.run()
+    declared = declared_columns()
+    assert sorted(declared) == sorted(INTERCOM_TABLES)
     for name in INTERCOM_TABLES:
         assert len(harness.table(name)) > 0, name
+        written = [(c.name, c.type.value) for c in harness.warehouse.columns(TableRef("intercom", name))]
+        assert written == declared[name], f"intercom/{name}: the table's columns differ from its definition"
     ws = harness.ws
     assert len(harness.table("companies")) == ws.config.companies
     assert len(harness.table("tags")) == ws.config.tags

@@ -1,7 +1,7 @@
 """Warehouse layer: one interface (`WarehouseResource`), one implementation per warehouse, one I/O manager."""
 
 from .base import SqlWarehouse, WarehouseResource
-from .io_manager import WarehouseIOManager, column_schema, table_metadata, write_metadata
+from .io_manager import WarehouseIOManager, column_schema, declared_types, table_metadata, write_metadata
 from .types import (
     Column,
     IdentifierError,
@@ -18,5 +18,5 @@ from .types import (
 __all__ = [
     "Column", "IdentifierError", "LogicalType", "SchemaChangeError", "Slice", "SqlWarehouse", "TableRef",
     "WarehouseError", "WarehouseIOManager", "WarehouseResource", "WriteMode", "WritePlan", "WriteResult",
-    "column_schema", "table_metadata", "write_metadata",
+    "column_schema", "declared_types", "table_metadata", "write_metadata",
 ]

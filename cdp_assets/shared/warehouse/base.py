@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 from abc import abstractmethod
@@ -235,7 +236,8 @@ class SqlWarehouse(WarehouseResource):
         with self.connection() as conn:
             existing = self._existing_columns(conn, plan.table)
             by_name = {c.name.casefold(): c for c in existing or []}
-            declared = {n: by_name[n.casefold()].type for n in df.columns if n.casefold() in by_name}
+            declared = {n: plan.column_types[n] for n in df.columns if n in plan.column_types}
+            declared.update({n: by_name[n.casefold()].type for n in df.columns if n.casefold() in by_name})
             frame, cols = prepare_frame(df, declared)
             plan = _validate(plan, frame, cols, fqn)
             if plan.mode is WriteMode.MERGE:
@@ -319,7 +321,7 @@ def _validate(plan: WritePlan, frame: pd.DataFrame, cols: Sequence[Column], fqn:
                     f"{fqn}: {int(outside.sum())} row(s) have {s.column}={example!r}, outside the partition "
                     f"being written ({_describe(s)}); refusing to touch other partitions"
                 )
-        plan = WritePlan(plan.table, plan.mode, plan.primary_key, s)
+        plan = dataclasses.replace(plan, slice=s)
     return plan
 
 

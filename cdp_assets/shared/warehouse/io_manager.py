@@ -26,7 +26,7 @@ from dagster import (
 )
 
 from .base import WarehouseResource
-from .types import Column, Slice, TableRef, WriteMode, WritePlan, WriteResult
+from .types import Column, LogicalType, Slice, TableRef, WriteMode, WritePlan, WriteResult
 
 WRITE_MODE = "write_mode"
 PRIMARY_KEY = "primary_key"
@@ -37,11 +37,20 @@ def table_metadata(
     write_mode: WriteMode | str = WriteMode.REPLACE,
     primary_key: Sequence[str] = (),
     partition_column: str | None = None,
+    columns: Sequence[Column] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Definition metadata that tells the I/O manager how to write an asset."""
+    """Definition metadata that tells the I/O manager how to write an asset.
+
+    ``columns``, where the table's shape is known before any run, becomes the definition's
+    ``dagster/column_schema``: the UI shows the columns of a table never materialized, and column lineage of the
+    assets downstream can be checked against it. Each materialization records the columns really written.
+    """
     meta: dict[str, Any] = {WRITE_MODE: WriteMode(write_mode).value, PRIMARY_KEY: list(primary_key)}
     if partition_column:
         meta[PARTITION_COLUMN] = partition_column
+    if columns is not None:
+        meta["dagster/column_schema"] = column_schema(columns, primary_key, descriptions)
     return meta
 
 
@@ -59,6 +68,16 @@ def column_schema(columns: Sequence[Column], primary_key: Sequence[str] = (), de
             for c in columns
         ]
     )
+
+
+def declared_types(metadata: Mapping[str, Any] | None) -> dict[str, LogicalType]:
+    """The logical types of a definition's ``dagster/column_schema`` (see ``table_metadata``), for
+    ``WritePlan.column_types``; empty when the definition declares no schema."""
+    value = (metadata or {}).get("dagster/column_schema")
+    schema = getattr(value, "schema", value)  # the metadata value wrapper, or the TableSchema itself
+    if not isinstance(schema, TableSchema):
+        return {}
+    return {c.name: LogicalType(c.type) for c in schema.columns if c.type in LogicalType._value2member_map_}
 
 
 def write_metadata(result: WriteResult, primary_key: Sequence[str] = ()) -> dict[str, Any]:
@@ -104,7 +123,8 @@ class WarehouseIOManager(ConfigurableIOManager):
         mode = WriteMode(meta.get(WRITE_MODE, WriteMode.REPLACE.value))
         pk = tuple(meta.get(PRIMARY_KEY) or ())
         table = TableRef.for_asset_key(context.asset_key.path)
-        plan = WritePlan(table, mode, pk, _slice_for(context, meta) if mode is WriteMode.PARTITION else None)
+        plan = WritePlan(table, mode, pk, _slice_for(context, meta) if mode is WriteMode.PARTITION else None,
+                         column_types=declared_types(meta))
         result = self.warehouse.write(obj, plan)
         if result.skipped_reason:
             context.log.warning(f"{result.fqn}: {result.skipped_reason}")

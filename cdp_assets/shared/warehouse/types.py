@@ -12,7 +12,7 @@ import decimal
 import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -96,6 +96,10 @@ class WritePlan:
     mode: WriteMode = WriteMode.REPLACE
     primary_key: tuple[str, ...] = ()
     slice: Slice | None = None
+    #: logical types the asset declares for some columns (its definition's column schema): they decide the type
+    #: of a column whose values cannot tell (all NULL, or JSON text), so a table's types never depend on which
+    #: rows happen to come first; an existing table's own types take precedence
+    column_types: Mapping[str, LogicalType] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.mode is WriteMode.MERGE and not self.primary_key:
