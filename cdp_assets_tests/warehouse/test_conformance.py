@@ -22,7 +22,9 @@ from dagster import (
 )
 
 from cdp_assets.shared.warehouse import (
+    Column,
     IdentifierError,
+    LogicalType,
     SchemaChangeError,
     Slice,
     TableRef,
@@ -197,6 +199,28 @@ def test_new_column_is_added(backend: Backend):
     assert result.added_columns == ["country"]
     assert [c.name for c in backend.wh.columns(t)] == ["id", "day", "label", "amount", "country"]
     assert rows(backend, t, ["id", "country"]) == [(1, None), (2, "DE")]
+
+
+def test_declared_types_decide_columns_the_values_cannot(backend: Backend):
+    """A first batch whose JSON / timestamp / integer columns are all NULL still makes those columns' types,
+    through the I/O manager from the definition's column schema, so later batches with values fit."""
+    declared = [Column("id", LogicalType.BIGINT), Column("attrs", LogicalType.JSON),
+                Column("seen_at", LogicalType.TIMESTAMP), Column("visits", LogicalType.BIGINT)]
+
+    @asset(key_prefix=[backend.schema], metadata=table_metadata("merge", ["id"], columns=declared))
+    def people() -> pd.DataFrame:
+        return pd.DataFrame({"id": [1], "attrs": [None], "seen_at": [None], "visits": [None]})
+
+    assert materialize([people], resources={"io_manager": WarehouseIOManager(warehouse=backend.wh)}).success
+    table = TableRef(backend.schema, "people")
+    assert [(c.name, c.type) for c in backend.wh.columns(table)] == [(c.name, c.type) for c in declared]
+    later = pd.DataFrame({"id": [2], "attrs": [{"plan": "pro"}], "seen_at": [dt.datetime(2024, 1, 2, tzinfo=UTC)],
+                          "visits": [3]})
+    backend.wh.write(later, WritePlan(table, WriteMode.MERGE, ("id",)))
+    got = rows(backend, table, ["id", "visits"])
+    assert got == [(1, None), (2, 3)]
+    stored = backend.wh.read(table, columns=["id", "attrs"]).set_index("id")["attrs"]
+    assert json.loads(stored[2]) == {"plan": "pro"}
 
 
 def test_type_change_is_refused_with_a_clear_error(backend: Backend):
