@@ -4,8 +4,9 @@ How the backlog is read:
 
 * **Google Cloud** (``simulated=False``): Cloud Monitoring's ``pubsub.googleapis.com/subscription/
   num_undelivered_messages`` and ``.../oldest_unacked_message_age`` (latest point of the last 5 minutes). The
-  ``google-cloud-monitoring`` client is imported only here and only then; it cannot be exercised against the
-  emulator, so this path is untested locally.
+  ``google-cloud-monitoring`` client is imported only here and only then. There is no Monitoring emulator: the
+  tests drive this path with the library's real request and response types through a recording client
+  (``test_sensor.py``), so the request and the parsing are checked, not the service's answers.
 * **Emulator** (no Monitoring): a probe pulls up to ``probe_limit`` messages without acking and immediately
   gives them back with ``modify_ack_deadline(0)``. Measured on the emulator: the messages are redelivered at
   once and in their original order, and ``delivery_attempt`` stays 0 (it is only counted when a dead-letter
@@ -82,11 +83,11 @@ def probe_emulator(subscriber: Any, subscription: str, limit: int) -> Backlog:
     return Backlog(len(ack_ids), age, capped=len(ack_ids) >= limit, source="emulator-probe")
 
 
-def probe_cloud_monitoring(project: str, subscription_id: str) -> Backlog:  # pragma: no cover (needs GCP)
+def probe_cloud_monitoring(project: str, subscription_id: str, client: Any = None) -> Backlog:
     """Latest backlog metrics from Cloud Monitoring (they lag by about a minute)."""
-    from google.cloud import monitoring_v3  # lazy: only production needs this package
+    from google.cloud import monitoring_v3  # lazy: only the production path needs it
 
-    client = monitoring_v3.MetricServiceClient()
+    client = client or monitoring_v3.MetricServiceClient()
     now = time.time()
     interval = monitoring_v3.TimeInterval(end_time={"seconds": int(now)}, start_time={"seconds": int(now - 300)})
 
