@@ -14,7 +14,7 @@ from typing import Iterator
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from ..shared.env import ConfigError, Sources, sources
+from ..shared.env import ConfigError, Sources, env_setting, sources
 from .client import REGION_HOSTS, IntercomClient
 from .simulator import SimulatorServer, Workspace, WorkspaceConfig
 
@@ -38,7 +38,7 @@ class IntercomResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> "IntercomResource":
         if sources() is Sources.LIVE:
-            return cls(access_token=EnvVar("INTERCOM_ACCESS_TOKEN"))
+            return cls(access_token=EnvVar("INTERCOM_ACCESS_TOKEN"), region=env_setting("CDP_INTERCOM_REGION", "US"))
         return cls(simulated=True)
 
     def host(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from ..shared.env import ConfigError, Sources, sources
+from ..shared.env import ConfigError, Sources, env_setting, sources
 from .client import HOSTS, PAGE_SIZE, TOKEN_VARIABLE, SegmentClient
 from .extract import MAX_DELIVERY_WINDOW_DAYS
 
@@ -90,5 +90,6 @@ class SegmentResource(ConfigurableResource):
 def default_segment_resource() -> SegmentResource:
     """The resource for the current ``CDP_SOURCES``: the simulator, or the live API with the token's EnvVar."""
     if sources() is Sources.LIVE:
-        return SegmentResource(mode="live", token=EnvVar(TOKEN_VARIABLE))
+        return SegmentResource(mode="live", token=EnvVar(TOKEN_VARIABLE),
+                               region=env_setting("CDP_SEGMENT_REGION", "us").lower())
     return SegmentResource(mode="simulated")

@@ -6,6 +6,8 @@ Two switches, both plain environment variables read at definition-load time:
 * ``CDP_SOURCES``   = ``simulated`` (default: the bundled Segment/Intercom simulators and the Pub/Sub
   emulator on loopback) | ``live`` (the real APIs; tokens come from ``dagster.EnvVar``)
 
+Which live host: ``CDP_SEGMENT_REGION`` (``us`` | ``eu``) and ``CDP_INTERCOM_REGION`` (``US`` | ``EU`` | ``AU``).
+
 Secrets are never read here; resources receive them through ``dagster.EnvVar`` so they never appear in
 code, config snapshots or logs.
 """
@@ -61,6 +63,11 @@ def data_dir() -> Path:
     path = Path(os.environ.get("CDP_DATA_DIR") or project_root() / "data")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def env_setting(var: str, default: str) -> str:
+    """An optional (non-secret) setting, such as an API region."""
+    return os.environ.get(var, "").strip() or default
 
 
 def require_env(var: str, purpose: str) -> str:
