@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 from dagster import get_dagster_logger
 
+from ..shared.http import Progress
 from ..shared.warehouse import TableRef, WarehouseResource, WriteMode, WritePlan, WriteResult
 from .parse import ALL_TABLES, PRIMARY_KEYS, ParsedBatch, RawMessage, parse_batch, table_columns
 
@@ -281,9 +282,11 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
         puller = _Puller(subscriber, subscription, settings, leases)
         puller.start()
         pending: Future | None = None
+        progress = Progress(log, f"pulled from {subscription}", unit="batches")  # every 10 s in long drains
         try:
             for batch_no, (msgs, ack_ids) in enumerate(_batches(puller, settings), start=1):
                 hook("pulled", batch_no)
+                progress.add(len(msgs))
                 t0 = time.monotonic()
                 parsed = parse_batch(msgs)
                 t1 = time.monotonic()

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import orjson
 import requests
 
-from ..shared.http import ApiError, ApiSession, RateLimitPolicy, RetriesExhausted
+from ..shared.http import ApiError, ApiSession, Progress, RateLimitPolicy, RetriesExhausted
 
 API_VERSION = "2.16"  # a string on purpose: YAML/Jinja once turned 2.10 into 2.1 (contract §1)
 PER_PAGE = 150  # the maximum page size of every Intercom list and search
@@ -183,6 +183,7 @@ class IntercomClient:
                      params: dict | None = None, report: PagingReport | None = None) -> Iterator[Page]:
         """Cursor paging for lists (query ``starting_after``) and searches (body ``pagination``)."""
         report = report if report is not None else PagingReport()
+        progress = Progress(self.log, f"intercom {method} {path}")  # records so far and rate, every 10 s
         used: set[str] = set()
         token: str | None = None
         while True:
@@ -197,10 +198,12 @@ class IntercomClient:
             token = nxt.get("starting_after") if isinstance(nxt, dict) else None
             report.pages += 1
             report.records += len(records)
+            progress.add(len(records))
             if data.get("total_count") is not None:
                 report.totals.append(int(data["total_count"]))
             yield Page(records, data.get("total_count"), token)
             if not token:
+                progress.done()
                 return
             if token in used:
                 report.looped = True
@@ -212,12 +215,15 @@ class IntercomClient:
         """One pass of ``GET /companies/scroll``, batch by batch; any failure ends the pass (no retries:
         the scroll cannot be resumed) and ``read_companies`` starts a new one."""
         param: str | None = None
+        progress = Progress(self.log, "intercom GET /companies/scroll")
         while True:
             _, data, _ = self.call("GET", "/companies/scroll",
                                         params={"scroll_param": param} if param else None, session=self.scroll_session)
             batch = data.get("data") or []
             if not batch:
+                progress.done()
                 return
+            progress.add(len(batch))
             param = data.get("scroll_param")
             yield batch
 

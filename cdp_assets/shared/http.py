@@ -242,8 +242,8 @@ def _decode_or_text(body: bytes) -> Any:
 class Progress:
     """Logs 'N records, M pages, R rec/s' at most every ``every`` seconds, for long runs in the Dagster UI."""
 
-    def __init__(self, log: Any, what: str, every: float = 10.0):
-        self.log, self.what, self.every = log, what, every
+    def __init__(self, log: Any, what: str, every: float = 10.0, unit: str = "pages"):
+        self.log, self.what, self.every, self.unit = log, what, every, unit
         self.records = self.pages = 0
         self.started = self._last = time.monotonic()
 
@@ -253,11 +253,11 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            self.log.info(f"{self.what}: {self.records:,} records, {self.pages:,} pages, {self.rate:,.0f} rec/s")
+            self.log.info(f"{self.what}: {self.records:,} records, {self.pages:,} {self.unit}, {self.rate:,.0f} rec/s")
 
     @property
     def rate(self) -> float:
         return self.records / max(time.monotonic() - self.started, 1e-9)
 
     def done(self) -> None:
-        self.log.info(f"{self.what}: done, {self.records:,} records in {self.pages:,} pages ({self.rate:,.0f} rec/s)")
+        self.log.info(f"{self.what}: done, {self.records:,} records in {self.pages:,} {self.unit} ({self.rate:,.0f} rec/s)")
