@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         result = execute_job(
             reconstructable(demo_job.everything_job),
             instance=instance,
+            # INFO on the console (progress, row counts, warnings); every DEBUG event is still in the run's log
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             # the usage metrics are monthly: the run takes the current month (execute_job has no partition
             # argument; the partition is the run's `dagster/partition` tag, as for a run launched from the UI)
             tags={"dagster/partition": demo_job.current_month_key(), "cdp/warehouse": "duckdb", "cdp/trigger": "demo"},
