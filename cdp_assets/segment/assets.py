@@ -3,7 +3,8 @@
 Each asset reads its object through ``SegmentResource`` and writes it through the warehouse interface in
 chunks (``extract.ChunkedWriter``), so memory stays flat however large the workspace is; the write mode and
 primary key it declares in ``table_metadata`` are the ones it writes with, and what the generated checks hold
-the table to. What varies per kind:
+the table to. Its definition also carries the catalog row's declared columns (``dagster/column_schema``), which
+the tests hold equal to the columns written. What varies per kind:
 
 * fan-out objects depend on their parent asset (lineage) and read the parent ids from its table;
 * the four usage objects share one monthly partitioning; a run (or a single-run backfill of a range) writes
@@ -176,7 +177,9 @@ def build_segment_asset(obj: SegmentObject, partitions: MonthlyPartitionsDefinit
         kinds=asset_kinds("segment"),
         owners=[OWNER],
         metadata={
-            **table_metadata(obj.write_mode, obj.primary_key, PERIOD_COLUMN if partitioned else None),
+            # the declared columns: the UI and lineage checks see the table before its first materialization
+            **table_metadata(obj.write_mode, obj.primary_key, PERIOD_COLUMN if partitioned else None,
+                             columns=obj.declared_columns, descriptions=obj.column_descriptions),
             "cdp/api_path": obj.path,
             "cdp/entitlement_gated": obj.gated,
         },

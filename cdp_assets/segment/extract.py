@@ -25,7 +25,15 @@ import orjson
 import pandas as pd
 
 from ..shared.http import Progress
-from ..shared.warehouse import Slice, TableRef, WarehouseResource, WriteMode, WritePlan, WriteResult
+from ..shared.warehouse import (
+    LogicalType,
+    Slice,
+    TableRef,
+    WarehouseResource,
+    WriteMode,
+    WritePlan,
+    WriteResult,
+)
 from .catalog import PERIOD_COLUMN, Kind, SegmentObject
 from .client import SegmentClient
 
@@ -251,6 +259,12 @@ class ChunkedWriter:
     def table(self) -> TableRef:
         return TableRef.for_asset_key(self.obj.asset_path)
 
+    @property
+    def declared_types(self) -> dict[str, LogicalType]:
+        """The catalog row's column types: they decide a column whose values cannot tell (all NULL in the
+        first chunk), so a new table gets the declared types whichever records come first."""
+        return {c.name: c.type for c in self.obj.declared_columns}
+
     def _plan(self) -> WritePlan:
         mode = self.obj.write_mode
         if self._chunks and mode in (WriteMode.REPLACE, WriteMode.PARTITION):
@@ -260,7 +274,7 @@ class ChunkedWriter:
             assert self.period is not None
             nxt = (self.period.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
             slice_ = Slice(PERIOD_COLUMN, start=self.period, end=nxt)
-        return WritePlan(self.table, mode, self.obj.primary_key, slice_)
+        return WritePlan(self.table, mode, self.obj.primary_key, slice_, column_types=self.declared_types)
 
     _limit: int = 0
 

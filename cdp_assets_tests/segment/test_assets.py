@@ -1,5 +1,6 @@
 """All 18 Segment assets against the simulator, into DuckDB: rows and keys equal the simulated workspace,
-re-runs change nothing, keys are unique, faults change nothing, secrets and the token stay out."""
+columns equal the catalog's declarations, re-runs change nothing, keys are unique, faults change nothing,
+secrets and the token stay out."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cdp_assets.segment import catalog
 from cdp_assets.segment.assets import build_segment_assets
 from cdp_assets.segment.catalog import Kind
 from cdp_assets.segment.simulator import FAULT_KINDS, SegmentSimulator
+from cdp_assets.shared.warehouse import TableRef
 
 from .conftest import TOKEN, norm_keys, query, resources, table_exists, table_keys
 
@@ -61,6 +63,20 @@ def _snapshot(warehouse) -> dict[str, list]:
     return out
 
 
+def _assert_columns_are_the_declared_ones(warehouse) -> None:
+    """Each table's columns, names and logical types, are exactly what its catalog row declares (and so what its
+    definition's ``dagster/column_schema`` shows before any materialization)."""
+    for obj in catalog.CATALOG:
+        written = {c.name: c.type.value for c in warehouse.columns(TableRef.for_asset_key(obj.asset_path))}
+        declared = {c.name: c.type.value for c in obj.declared_columns}
+        retyped = {name: f"{written[name]} written, {declared[name]} declared"
+                   for name in written.keys() & declared.keys() if written[name] != declared[name]}
+        assert written == declared, (
+            f"segment/{obj.name}: undeclared {sorted(written.keys() - declared.keys())}, "
+            f"never written {sorted(declared.keys() - written.keys())}, other type {retyped}"
+        )
+
+
 def test_all_18_assets_load_the_simulated_workspace_exactly_and_idempotently(sim, warehouse):
     period = sim.workspace.usage_months()[-2]
     meta = _run_all(sim, warehouse, period.isoformat())
@@ -77,6 +93,7 @@ def test_all_18_assets_load_the_simulated_workspace_exactly_and_idempotently(sim
         assert m["cdp/http_requests"].value >= 1
     # several pages were followed where the workspace has more than one page
     assert meta["catalog_destinations"]["cdp/http_requests"].value == 3
+    _assert_columns_are_the_declared_ones(warehouse)
     before = _snapshot(warehouse)
     _run_all(sim, warehouse, period.isoformat())
     assert _snapshot(warehouse) == before
