@@ -74,13 +74,15 @@ def test_all_18_endpoints_validate_against_the_official_spec():
                                              catalog_sources=12, users=7, audit_events_per_day=0.2))
     recorder = SpecRecorder()
     with SegmentSimulator(ws, SimConfig(token=TOKEN, rate_limit=40, rate_window_seconds=0.3)) as sim:
+        # both 429 bodies (documented and the spec's example) must be seen whatever the machine's speed
+        sim.faults.inject(["sources", "users", "catalog_sources"], "429")
         with SegmentClient(sim.url, TOKEN, page_size=5, backoff_base=0.01, on_response=recorder) as client:
             counts = read_everything(client, ws)
     assert len(recorder.paths) >= len(catalog.CATALOG)  # fan-outs hit one path per parent
     templates = {o.path for o in catalog.CATALOG}
     seen = {p for p in templates if any(_matches(p, real) for real in recorder.paths)}
     assert seen == templates
-    assert recorder.statuses[200] > 60 and recorder.statuses[429] > 0
+    assert recorder.statuses[200] > 60 and recorder.statuses[429] >= 3
     assert counts["catalog_destinations"] == 30 and counts["destinations"] == 6
     assert all(n > 0 for n in counts.values()), counts
 
