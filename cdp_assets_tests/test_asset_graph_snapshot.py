@@ -91,3 +91,20 @@ def test_the_surface_matches_the_reviewed_snapshot():
     changed = {k: {f: (expected["assets"][k][f], v) for f, v in a.items() if expected["assets"][k].get(f) != v}
                for k, a in current["assets"].items() if a != expected["assets"][k]}
     assert not changed, f"assets changed (snapshot, now): {json.dumps(changed, indent=1)[:4000]}"
+
+
+def test_every_automated_asset_is_evaluated_by_a_sensor_that_is_on_by_default():
+    """An automation condition does nothing unless a sensor evaluates it; Dagster's default one starts stopped."""
+    from dagster import AutomationConditionSensorDefinition, DefaultSensorStatus
+
+    from cdp_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    automated = {n.key for n in graph.asset_nodes if n.automation_condition is not None}
+    assert automated, "the Braze tables declare an automation condition"
+    covered = set()
+    for sensor in defs.get_repository_def().sensor_defs:
+        if isinstance(sensor, AutomationConditionSensorDefinition):
+            assert sensor.default_status is DefaultSensorStatus.RUNNING, f"{sensor.name} starts stopped"
+            covered |= sensor.asset_selection.resolve(graph)
+    assert automated <= covered, f"no running sensor evaluates {sorted(k.to_user_string() for k in automated - covered)}"
