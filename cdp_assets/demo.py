@@ -35,33 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CDP_SOURCES", "simulated")
     home = _prepare_instance()
 
-    from dagster import DagsterInstance, execute_job, reconstructable
+    from dagster import DagsterInstance
 
+    from . import demo_job
     from .events.demo_feed import publish_demo_events
-    from .shared.env import data_dir
 
     published = publish_demo_events(args.events)
     print(f"published {published:,} simulated Segment events to the Pub/Sub emulator")
 
-    from . import demo_job
-
     started = time.monotonic()
     with DagsterInstance.get() as instance:
-        result = execute_job(
-            reconstructable(demo_job.everything_job),
-            instance=instance,
-            # INFO on the console (progress, row counts, warnings); every DEBUG event is still in the run's log
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            # the usage metrics are monthly: the run takes the current month (execute_job has no partition
-            # argument; the partition is the run's `dagster/partition` tag, as for a run launched from the UI)
-            tags={"dagster/partition": demo_job.current_month_key(), "cdp/warehouse": "duckdb", "cdp/trigger": "demo"},
-        )
+        # INFO on the console (progress, row counts, warnings); every DEBUG event is still in the run's log
+        result = demo_job.run_everything(instance, {"loggers": {"console": {"config": {"log_level": "INFO"}}}})
         if not result.success:
             failed = [e.step_key for e in result.all_events if e.is_step_failure]
             print(f"the demo run failed in steps: {failed}; see `dagster dev` -> Runs", file=sys.stderr)
             return 1
         print(f"run {result.run_id} succeeded in {time.monotonic() - started:.0f}s\n")
-    demo_job.print_tables(data_dir() / "cdp.duckdb")
+        demo_job.print_tables(result)
     print(
         f"\nOpen the UI:  DAGSTER_HOME={home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)\n"
         "The run above is in its Runs page; every table's schema and row count is on its asset page."

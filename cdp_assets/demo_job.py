@@ -1,11 +1,19 @@
-"""The main job (every asset of the code location) and the demo's table summary."""
+"""The main job (every asset of the code location), how the demo runs it, and the demo's table summary."""
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
-from dagster import AssetSelection, JobDefinition, define_asset_job
+from dagster import (
+    AssetSelection,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    JobDefinition,
+    JobExecutionResult,
+    define_asset_job,
+    execute_job,
+    reconstructable,
+)
 
 EVERYTHING_JOB_NAME = "cdp_everything"
 
@@ -25,23 +33,38 @@ def everything_job() -> JobDefinition:
     return defs.resolve_job_def(EVERYTHING_JOB_NAME)
 
 
+def run_everything(instance: DagsterInstance, run_config: dict | None = None, trigger: str = "demo") -> JobExecutionResult:
+    """One run of ``cdp_everything`` for the current month, as ``cdp-demo`` launches it (the tests call this too).
+
+    The instance gets the per-API pool limits production uses (``deploy/pools.py``; ``dagster.yaml`` can only
+    hold their default, 1). The usage metrics are monthly: the run takes the current month as its
+    ``dagster/partition`` tag, exactly as a run launched from the UI does (``execute_job`` has no partition
+    argument).
+    """
+    from .deploy.pools import apply_pool_limits
+    from .shared.env import warehouse
+
+    apply_pool_limits(instance)
+    return execute_job(
+        reconstructable(everything_job),
+        instance=instance,
+        run_config=run_config,
+        tags={"dagster/partition": current_month_key(), "cdp/warehouse": warehouse().value, "cdp/trigger": trigger},
+    )
+
+
 def current_month_key(today: dt.date | None = None) -> str:
     today = today or dt.datetime.now(dt.timezone.utc).date()
     return today.replace(day=1).isoformat()
 
 
-def print_tables(database: Path) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2"
-        ).fetchall()
-        print(f"tables in {database}:")
-        for schema, name in rows:
-            (count,) = con.execute(f'SELECT COUNT(*) FROM "{schema}"."{name}"').fetchone()
-            print(f"  {schema + '.' + name:<52} {count:>10,} rows")
-    finally:
-        con.close()
+def print_tables(result: ExecuteInProcessResult | JobExecutionResult) -> None:
+    """Each table the run wrote, with its row count, as the run recorded them (any warehouse)."""
+    written = {}
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if "dagster/table_name" in meta:
+            written[meta["dagster/table_name"].value] = meta["dagster/row_count"].value
+    print(f"{len(written)} tables written:")
+    for table, rows in sorted(written.items()):
+        print(f"  {table:<60} {rows:>10,} rows")

@@ -6,9 +6,8 @@ The environment (``CDP_WAREHOUSE``, the warehouse's variables, ``CDP_DATA_DIR``,
 caller's: the code location reads it at import time, so each warehouse gets its own process and the test
 process never imports definitions built for another warehouse.
 
-* default: ``execute_job(reconstructable(everything_job))`` with the job's own (multi-process) executor, in
-  the persistent instance at ``DAGSTER_HOME``, with the ``dagster/partition`` tag of the current month: the
-  demo's call.
+* default: ``demo_job.run_everything``, the demo's own call, with the job's (multi-process) executor in the
+  persistent instance at ``DAGSTER_HOME``.
 * ``--fakesnow DIR``: the same call with the in-process executor inside ``fakesnow.patch(db_path=DIR)``
   (an in-process patch is invisible to step subprocesses). Two fakesnow differences are worked around here,
   as in the conformance fixtures (see README): staging tables are TRANSIENT, not TEMPORARY, and every
@@ -65,22 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(fakesnow_active(args.fakesnow))
             run_config["execution"] = {"config": {"in_process": {}}}
 
-        from dagster import DagsterInstance, execute_job, reconstructable
+        from dagster import DagsterInstance
 
         from cdp_assets import demo_job
-        from cdp_assets.shared.env import warehouse
 
         with DagsterInstance.get() as instance:
-            result = execute_job(
-                reconstructable(demo_job.everything_job),
-                instance=instance,
-                run_config=run_config,
-                tags={
-                    "dagster/partition": demo_job.current_month_key(),
-                    "cdp/warehouse": warehouse().value,
-                    "cdp/trigger": "test",
-                },
-            )
+            result = demo_job.run_everything(instance, run_config, trigger="test")
             args.out.write_text(json.dumps({"run_id": result.run_id, "success": result.success}))
     return 0
 

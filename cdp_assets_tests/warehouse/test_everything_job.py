@@ -37,7 +37,6 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from cdp_assets.demo_job import EVERYTHING_JOB_NAME, current_month_key
@@ -166,21 +165,10 @@ def _publish_events(emu) -> dict:
     return config
 
 
-def _instance_config() -> str:
-    """The demo's instance (``dagster.yaml``), except that pools without an explicit limit take 2 steps.
-
-    A step waiting for a pool slot re-checks with a growing back-off (up to 15 s), which makes the 18 steps of
-    the one-slot ``segment_api`` pool most of the demo's time. The executor runs at most 2 steps at once (2
-    cores) either way, so DuckDB still sees writers in two processes."""
-    config = yaml.safe_load((project_root() / "dagster.yaml").read_text())
-    config["concurrency"]["pools"]["default_limit"] = 2
-    return yaml.safe_dump(config)
-
-
 def _run(tmp_path: Path, env: dict, extra_args: list[str], pubsub_config: dict) -> tuple[str, float, Path]:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(_instance_config())
+    (home / "dagster.yaml").write_text((project_root() / "dagster.yaml").read_text())  # the demo's instance
     run_config = {
         "resources": {"pubsub": {"config": pubsub_config}, "intercom": {"config": INTERCOM}},
         "ops": {"segment_events_load": {"config": {"max_seconds": 60.0}}},
