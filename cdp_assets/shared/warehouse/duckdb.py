@@ -45,6 +45,10 @@ _LOGICAL = {
 }
 
 
+#: Arrow types for object columns that ``prepare_frame`` leaves as Python strings (text, JSON text) or dates.
+_ARROW_TEXT = {LogicalType.STRING: pa.string(), LogicalType.JSON: pa.string(), LogicalType.DATE: pa.date32()}
+
+
 def default_duckdb_path() -> str:
     return str(data_dir() / "cdp.duckdb")
 
@@ -99,23 +103,34 @@ class DuckDBWarehouse(SqlWarehouse):
         return (table.schema, table.name)
 
     def _existing_columns(self, conn: Any, table: TableRef) -> list[Column] | None:
-        rows = conn.execute(
-            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            [table.schema, table.name],
-        ).fetchall()
-        if not rows:
+        # DESCRIBE of the quoted name instead of information_schema.columns: ~0.3 ms instead of ~2.5 ms, which
+        # was a tenth of a small merge's cost. A failed DESCRIBE would abort the open transaction, so the
+        # name is bound first through a relation (which fails without touching the transaction).
+        fqn = self.fqn(table)
+        try:
+            conn.table(fqn)
+        except duckdb.CatalogException:
             return None
-        return [Column(n, self.logical_type(t), nullable == "YES") for n, t, nullable in rows]
+        rows = conn.execute(f"DESCRIBE {fqn}").fetchall()
+        return [Column(r[0], self.logical_type(r[1]), r[2] == "YES") for r in rows]
 
     def _ensure_container(self, conn: Any, table: TableRef) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(table.schema)}")
 
     def _stage(self, conn: Any, table: TableRef, frame: pd.DataFrame, cols: Sequence[Column]) -> str:
-        # No copy: DuckDB scans the Arrow table in place inside the write transaction.
+        # No copy: DuckDB scans the Arrow table in place inside the write transaction. Text columns are
+        # converted with their type given (pyarrow infers object columns value by value otherwise: ~5x slower,
+        # ~5 us a row for a typical event table); a column that does not convert so falls back to inference.
         name = f"_cdp_stage_{uuid.uuid4().hex}"
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        conn.register(name, arrow)
+        arrays = []
+        for i, col in enumerate(cols):
+            values = frame.iloc[:, i]
+            arrow_type = _ARROW_TEXT.get(col.type) if values.dtype == object else None
+            try:
+                arrays.append(pa.Array.from_pandas(values, type=arrow_type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays.append(pa.Array.from_pandas(values))
+        conn.register(name, pa.Table.from_arrays(arrays, names=list(frame.columns)))
         return self.quote(name)
 
     def _unstage(self, conn: Any, stage: str) -> None:
