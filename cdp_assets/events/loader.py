@@ -17,6 +17,12 @@ release the GIL while they work) and then acks it. A lease keeper extends the ac
 pulled and not yet acked, so a slow write never lets Pub/Sub redeliver a message that is in flight. The
 cyclic GC is paused while draining: parsing creates ~30 containers per event, and generational collections
 over large live batches cost more than the parsing itself; one cheap young-generation collection runs per batch.
+
+What bounds it against the emulator (``benchmarks/events_bench.py`` prints the CPU of both sides): the emulator
+serves pulls several times more slowly, and spends 3-6x the CPU per message (~40-60 us instead of ~10-15 us),
+while thousands of messages are leased and unacked, which acking only after the commit makes unavoidable.
+So the loader keeps few leases out: batches of 5,000, a prefetch of half a batch and a hard bound on leased
+messages (``max_leased``); on DuckDB it also defers checkpoints to the end of the drain (see ``_held_open``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +48,7 @@ from .parse import ALL_TABLES, PRIMARY_KEYS, ParsedBatch, RawMessage, parse_batc
 SCHEMA = "segment_events"
 ACK_CHUNK = 2_500  # acknowledge/modifyAckDeadline requests are limited to 512 KB; ack ids can be ~200 bytes
 MAX_PULL = 100  # the emulator (and, in practice, Pub/Sub) returns at most this many per pull
+DRAIN_CHECKPOINT_THRESHOLD = "1GiB"  # DuckDB only: WAL size that forces a checkpoint while a drain holds the file
 
 #: A fault hook for tests: called with (stage, batch number); raising there simulates a crash at that point.
 #: Stages: "pulled", "parsed", "written:<table>", "committed" (all tables written, nothing acked), "acked".
@@ -51,7 +59,7 @@ Hook = Callable[[str, int], None]
 class DrainSettings:
     max_messages: int = 100_000  # stop pulling after this many (one run's bound)
     max_seconds: float = 120.0  # stop pulling after this long (keep below DuckDB's 300 s lock wait)
-    batch_messages: int = 10_000  # messages per write (one transaction per table) and per ack
+    batch_messages: int = 5_000  # messages per write (one transaction per table) and per ack (see max_leased)
     lease_seconds: int = 60  # ack deadline held on pulled, unacked messages (renewed every third of it)
     return_immediately: bool = True  # emulator: empty means empty; live: False (long poll, see resources.py)
     pull_timeout: float = 30.0  # per pull RPC
@@ -61,6 +69,19 @@ class DrainSettings:
     # warehouses (round trips overlap); on local DuckDB it only adds CPU contention, so the default is 1.
     table_writers: int = 1
     pull_threads: int = 1  # concurrent pull loops (see _Puller.run)
+    # Messages pulled ahead of the batch being assembled (the puller's queue). Every pulled message is leased
+    # until its batch is acked, and the emulator's pulls and acks get much dearer with many leases out
+    # (measured: ~10 us of emulator CPU a message with none held, 20-50 us with 10-40k held). Pulling is faster
+    # than writing, so a deeper queue only adds leases, not throughput. None: half a batch.
+    prefetch_messages: int | None = None
+    # Bound on leased (pulled, unacked) messages: the puller waits while this many are out. None: two batches
+    # plus the prefetch (one batch being written, one being assembled and parsed).
+    max_leased: int | None = None
+    # The interpreter's GIL switch interval during the drain (``sys.setswitchinterval``; Python's default is
+    # 5 ms). The puller spends most of its time in RPCs with the GIL released; each time one returns it waits
+    # for the GIL while parsing or frame building holds it, up to a whole interval, which capped pulls far below
+    # what the emulator serves. None leaves the interval alone.
+    gil_switch_interval: float | None = 0.0005
 
     def __post_init__(self) -> None:
         if self.batch_messages < 1 or self.max_messages < 1:
@@ -137,6 +158,9 @@ class Leases:
         with self._lock:
             self._ids.difference_update(ack_ids)
 
+    def count(self) -> int:
+        return len(self._ids)
+
     def outstanding(self) -> list[str]:
         with self._lock:
             return list(self._ids)
@@ -198,7 +222,12 @@ class _Puller(threading.Thread):
         super().__init__(name="pubsub-puller", daemon=True)
         self.subscriber, self.subscription, self.settings, self.leases = subscriber, subscription, settings, leases
         # Bounded: at most ~2 batches leased ahead of the writer (many leases slow the emulator's pulls ~4x).
-        self.out: queue.Queue = queue.Queue(maxsize=max(2, 2 * settings.batch_messages // MAX_PULL))
+        prefetch = settings.prefetch_messages
+        prefetch = settings.batch_messages // 2 if prefetch is None else prefetch
+        self.out: queue.Queue = queue.Queue(maxsize=max(2, prefetch // MAX_PULL))
+        # never below a batch and a pull, or a batch could only be completed by the flush timeout
+        self.max_leased = max(settings.max_leased or 2 * settings.batch_messages + prefetch,
+                              settings.batch_messages + MAX_PULL)
         self.stop = threading.Event()
         self.pulled = 0
         self._lock = threading.Lock()
@@ -230,6 +259,9 @@ class _Puller(threading.Thread):
                 if time.monotonic() >= deadline:
                     self._finish(f"max_seconds={s.max_seconds:g} reached")
                     return
+                if self.leases.count() >= self.max_leased:
+                    time.sleep(0.002)  # the writer acks a batch at a time; wait for it rather than lease more
+                    continue
                 msgs, ack_ids = pull_raw(self.subscriber, self.subscription, s.return_immediately, s.pull_timeout)
                 if not msgs:
                     empty += 1
@@ -276,6 +308,9 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
     started = time.monotonic()
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    switch_interval = sys.getswitchinterval()
+    if settings.gil_switch_interval is not None:
+        sys.setswitchinterval(settings.gil_switch_interval)
     with _held_open(warehouse), Leases(subscriber, subscription, settings.lease_seconds) as leases, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-writer") as writer, \
             ThreadPoolExecutor(max_workers=settings.table_writers, thread_name_prefix="events-table") as tables:
@@ -316,6 +351,7 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
             report.lease_extensions = leases.extensions
             if gc_was_enabled:
                 gc.enable()
+            sys.setswitchinterval(switch_interval)
         puller.join()
     report.pulled = puller.pulled
     report.stopped_because = puller.reason
@@ -342,11 +378,19 @@ def _held_open(warehouse: WarehouseResource) -> Iterator[None]:
         return
     conn = warehouse._connect()  # noqa: SLF001 (same path and config as the writes, so the instance is shared)
     conn.execute("SET threads TO 1")
+    # No automatic checkpoint during the drain, one when it ends (closing the last connection). DuckDB
+    # checkpoints every 16 MB of WAL by default, i.e. every ~13k events here, and each checkpoint recompresses
+    # the tables' last, growing row groups: measured ~5 us an event of the write cost, against ~4 us for the one
+    # checkpoint at the end. Commits still write (and fsync) the WAL, so nothing committed is less durable.
+    threshold = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
+    conn.execute(f"SET checkpoint_threshold = '{DRAIN_CHECKPOINT_THRESHOLD}'")
     try:
         yield
     finally:
         with contextlib.suppress(Exception):
             conn.execute("ROLLBACK")
+        with contextlib.suppress(Exception):
+            conn.execute(f"SET checkpoint_threshold = '{threshold}'")
         conn.close()
 
 
