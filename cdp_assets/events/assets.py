@@ -58,7 +58,7 @@ class EventsLoadConfig(Config):
 
     max_messages: int = Field(default=100_000, description="Stop pulling after this many messages.")
     max_seconds: float = Field(default=120.0, description="Stop pulling after this many seconds.")
-    batch_messages: int = Field(default=5_000, description="Messages per warehouse write and per ack.")
+    batch_messages: int = Field(default=10_000, description="Messages per warehouse write and per ack.")
     lease_seconds: int = Field(default=60, description="Ack deadline held on messages in flight.")
 
 
