@@ -35,7 +35,17 @@ from ..shared.warehouse import TableRef, WarehouseResource, WriteMode, WriteResu
 from .catalog import BULK_PARAMS, BY_NAME, COLLECTIONS, Collection, Paging, Replication
 from .client import IntercomClient
 from .resources import IntercomResource
-from .sync import CURSOR_KEY, BatchWriter, WindowReport, live_ids, mark_deleted, now, read_window, stored_cursor
+from .sync import (
+    CURSOR_KEY,
+    BatchWriter,
+    WindowReport,
+    fewer_gc_passes,
+    live_ids,
+    mark_deleted,
+    now,
+    read_window,
+    stored_cursor,
+)
 
 GROUP = "intercom"
 RETRY = RetryPolicy(max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL)
@@ -161,13 +171,14 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
         writer.add(records)
 
     try:
-        with intercom.client(context.log) as client:
+        with intercom.client(context.log) as client, fewer_gc_passes():
             params = {"include_merge_history": "true"}
             if full:
                 before = live_ids(warehouse, table)
-                seen: set[str] = set()
+                seen: set[str] = set()  # only ids that were live before can have vanished
                 for page in client.cursor_pages("GET", "/contacts", "data", params=params):
-                    seen.update(r["id"] for r in page.records)
+                    if before:
+                        seen.update(r["id"] for r in page.records)
                     take(page.records)
                 writer.flush()
                 marks.update(_contact_fates(client, sorted(before - seen - set(marks)), bound))
@@ -246,7 +257,8 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
         parts_writer.add(parts)
 
     try:
-        with intercom.client(context.log) as client, ThreadPoolExecutor(config.parts_concurrency) as pool:
+        with intercom.client(context.log) as client, ThreadPoolExecutor(config.parts_concurrency) as pool, \
+                fewer_gc_passes():
             marks: dict[str, dict[str, Any]] = {}
             if full:
                 before = live_ids(warehouse, table)

@@ -13,6 +13,8 @@ The window reader implements contract §7.1 and §8 exactly:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -101,6 +103,8 @@ class BatchWriter:
         self.buffered = 0
         self.pending: Future | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{collection.name}")
+        self.hold = DuckDBHold(warehouse)  # used from the writer thread only
+        self.closed = False
         self.result: WriteResult | None = None
         self.rows = 0
         self.batches = 0
@@ -120,9 +124,11 @@ class BatchWriter:
 
     def _write(self, columns: dict[str, list]) -> None:
         frame = self.collection.frame_from_columns(columns)
+        self.hold.before_write()
         self.result = self.warehouse.write(frame, self.plan)
         self.rows += len(frame)
         self.batches += 1
+        self.hold.after_write()
 
     def _wait(self) -> None:
         if self.pending is not None:
@@ -136,7 +142,125 @@ class BatchWriter:
         return self.result
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        """Wait for the writer and release the DuckDB hold (the final checkpoint); always call it."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.pool.submit(self.hold.release).result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+class DuckDBHold:
+    """DuckDB only: keep the database open across consecutive batch writes for up to ``max_seconds``, with
+    the instance limited to ``MEMORY_LIMIT`` and ``THREADS`` and automatic checkpoints off; then (and at the
+    end) checkpoint once, put the previous settings back and close. Other warehouses: no-op.
+
+    DuckDB shares one open database between the connections of a process, so each ``warehouse.write``
+    (its own short connection, its own transaction, committed as before) runs in the held instance. Why:
+
+    * checkpoints: a connection per write means a checkpoint per write when its last connection closes, and
+      each checkpoint rewrites the table's last, partly filled row group (up to 122,880 rows), not just the
+      new rows. Measured on 300,000 contacts in 20,000-row merges: ~3.8 s of CPU with a checkpoint per
+      batch, ~1.8 s with one per held period;
+    * memory: under DuckDB's default limit (80% of RAM) the peak memory of a write grows with the table
+      (+0 MB at 60,000 contacts, +220 MB at 300,000); at 64 MB it stays flat for the same CPU time, and
+      larger batches still work (DuckDB spills to a temporary file);
+    * one thread: the write overlaps the fetch of the next pages, and a second DuckDB thread only competes
+      with the fetching thread (and, locally, the simulator) for the CPU.
+
+    Every write is still its own committed transaction (in the write-ahead log until the checkpoint), so a
+    crash loses nothing that was committed. The file lock is held for the whole period: another process's
+    writer waits at most ``max_seconds`` plus one write, well within ``DuckDBWarehouse.lock_timeout_seconds``."""
+
+    MEMORY_LIMIT = "64MB"
+    THREADS = 1
+
+    def __init__(self, warehouse: WarehouseResource, max_seconds: float = 15.0):
+        from ..shared.warehouse.duckdb import DuckDBWarehouse
+
+        self.warehouse = warehouse
+        self.enabled = isinstance(warehouse, DuckDBWarehouse)
+        self.max_seconds = max_seconds
+        self.conn: Any = None
+        self.opened = 0.0
+        self.previous: tuple[str, str, str] | None = None
+        self.periods = 0
+
+    def before_write(self) -> None:
+        if not self.enabled or self.conn is not None:
+            return
+        conn = self.warehouse._connect()  # noqa: SLF001 (same path and config as the writes: the instance is shared)
+        try:
+            conn.execute("ROLLBACK")  # _connect opens a transaction; this connection only holds settings
+            self.previous = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                                         "current_setting('checkpoint_threshold')").fetchone()
+            conn.execute(f"SET memory_limit = '{self.MEMORY_LIMIT}'")
+            conn.execute(f"SET threads = {int(self.THREADS)}")
+            conn.execute("SET checkpoint_threshold = '1TB'")  # checkpoint in release(), not after each commit
+        except BaseException:
+            conn.close()
+            raise
+        self.conn, self.opened = conn, time.monotonic()
+        self.periods += 1
+
+    def after_write(self) -> None:
+        if self.conn is not None and time.monotonic() - self.opened >= self.max_seconds:
+            self.release()
+
+    def release(self) -> None:
+        """Checkpoint under the limits, restore the previous settings (another connection of the process may
+        keep the instance open) and close."""
+        import duckdb
+
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            with contextlib.suppress(duckdb.Error):  # refused while another connection has a transaction open
+                conn.execute("CHECKPOINT")
+            if self.previous is not None:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute(f"SET memory_limit = '{self.previous[0]}'")
+                    conn.execute(f"SET threads = {int(self.previous[1])}")
+                    conn.execute(f"SET checkpoint_threshold = '{self.previous[2]}'")
+        finally:
+            conn.close()
+
+
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved: tuple[int, int, int] | None = None
+#: Cyclic-GC thresholds while pages are read (see ``fewer_gc_passes``): Python's default is (700, 10, 10).
+PAGING_GC_THRESHOLDS = (50_000, 20, 10)
+
+
+@contextlib.contextmanager
+def fewer_gc_passes() -> Iterator[None]:
+    """Raise the cyclic garbage collector's first threshold while a long paging runs, and restore it after.
+
+    A decoded page is ~2,000 new dicts and lists at once (150 records of nested JSON); at the default
+    threshold (700 allocations) every page triggers collections while it is still alive, so it is promoted
+    to the older generations, which then fill up and force full collections of the whole heap (Dagster's
+    modules, the buffers): measured on 300,000 contacts, ~5,600 young and ~25 full collections, ~5-7 s of
+    CPU (a fifth of the load) for nothing, since pages hold no reference cycles and are freed by reference
+    counting. At 50,000 a collection runs every ~20 pages, when at most one page is alive: ~0.04 s. Nothing
+    else changes: cyclic garbage is still collected, only in larger steps."""
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(*PAGING_GC_THRESHOLDS)
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
 
 
 # ---------------------------------------------------------------------------------------------- cursor

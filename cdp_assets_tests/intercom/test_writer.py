@@ -1,0 +1,85 @@
+"""The streaming batch writer's performance measures keep every guarantee: JSON columns hold the same text
+as before, the DuckDB hold commits every batch and leaves the database's settings as they were, and the GC
+thresholds come back after a paging."""
+
+from __future__ import annotations
+
+import gc
+
+import duckdb
+import orjson
+import pandas as pd
+import pytest
+
+from cdp_assets.intercom.catalog import BY_NAME
+from cdp_assets.intercom.simulator import Workspace
+from cdp_assets.intercom.sync import BatchWriter, DuckDBHold, fewer_gc_passes
+from cdp_assets.shared.warehouse import TableRef
+from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
+from cdp_assets.shared.warehouse.types import prepare_frame
+
+from .conftest import small_config
+
+CONTACTS = BY_NAME["contacts"]
+
+
+def records(n: int = 300) -> list[dict]:
+    ws = Workspace(small_config())
+    return [orjson.loads(orjson.dumps(ws.contact(i, True))) for i in range(n)]
+
+
+def test_json_columns_are_the_text_prepare_frame_made_from_the_objects():
+    recs = records()
+    recs[0]["custom_attributes"] = None
+    recs[1]["tags"] = "plain text"  # a scalar is left to prepare_frame, as before
+    recs[2]["location"] = [1, {"b": [True, None]}]
+    new, _ = prepare_frame(CONTACTS.frame(recs), CONTACTS.column_types)
+    cols = {c.name: [c.get(r) for r in recs] for c in CONTACTS.columns}  # the objects themselves, as before
+    old, _ = prepare_frame(CONTACTS.frame_from_columns(cols), CONTACTS.column_types)
+    pd.testing.assert_frame_equal(new, old)
+    assert new.loc[1, "tags"] == '"plain text"' and new.loc[0, "custom_attributes"] is None
+
+
+@pytest.mark.parametrize("max_seconds", [0.0, 60.0])  # a release after every batch, or one at the end
+def test_batches_are_committed_and_duckdb_settings_restored(tmp_path, max_seconds):
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    table = TableRef("intercom", "contacts")
+    keeper = duckdb.connect(wh.database)  # another connection of the process keeps the instance open
+    before = keeper.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                            "current_setting('checkpoint_threshold')").fetchone()
+    writer = BatchWriter(wh, CONTACTS, table, batch_size=100)
+    writer.hold.max_seconds = max_seconds
+    recs = records()
+    try:
+        for i in range(0, len(recs), 50):
+            writer.add(recs[i: i + 50])
+        writer.add([{**recs[0], "name": "renamed"}])  # merged on id
+        writer.flush()
+    finally:
+        writer.close()
+    writer.close()  # idempotent
+    assert writer.hold.conn is None and writer.hold.periods == (4 if max_seconds == 0 else 1)
+    after = keeper.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                           "current_setting('checkpoint_threshold')").fetchone()
+    assert after[1:] == before[1:] and after[0].split()[-1] == before[0].split()[-1]
+    keeper.close()
+    df = wh.read(table)
+    assert len(df) == len(recs) and df["id"].is_unique
+    assert df.set_index("id").loc[recs[0]["id"], "name"] == "renamed"
+
+
+def test_the_hold_is_a_no_op_for_other_warehouses():
+    hold = DuckDBHold(object())  # type: ignore[arg-type]
+    hold.before_write()
+    hold.after_write()
+    hold.release()
+    assert not hold.enabled and hold.periods == 0
+
+
+def test_gc_thresholds_are_restored_after_paging():
+    saved = gc.get_threshold()
+    with fewer_gc_passes():
+        with fewer_gc_passes():
+            assert gc.get_threshold()[0] > saved[0]
+        assert gc.get_threshold()[0] > saved[0]
+    assert gc.get_threshold() == saved
