@@ -188,14 +188,22 @@ def infer_type(series: pd.Series) -> LogicalType:
 
 def _json_texts(s: pd.Series) -> pd.Series:
     """``s.map(_json_text, na_action="ignore")``, with dicts and lists serialised inline (one orjson call a
-    value instead of a Python function call and three type checks: the bulk of a JSON column's cost)."""
+    value instead of a Python function call and three type checks: the bulk of a JSON column's cost). Text is
+    checked inline too (valid JSON text is kept, other text becomes a JSON string, as in ``_json_text``):
+    callers that serialise their objects before the frame, like the Intercom writer, hand over text only."""
     values = s.to_numpy(dtype=object)
     isna = pd.isna(values)
-    dumps, opt, text = orjson.dumps, orjson.OPT_NON_STR_KEYS, _json_text
+    dumps, loads, opt, text = orjson.dumps, orjson.loads, orjson.OPT_NON_STR_KEYS, _json_text
     out = np.empty(len(values), dtype=object)
     for i, (v, na) in enumerate(zip(values.tolist(), isna.tolist())):
         if na:
             out[i] = v
+        elif type(v) is str:
+            try:
+                loads(v)
+                out[i] = v
+            except orjson.JSONDecodeError:
+                out[i] = dumps(v).decode()
         elif type(v) is dict or type(v) is list:
             out[i] = dumps(v, option=opt, default=str).decode()
         else:
