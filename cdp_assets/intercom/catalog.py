@@ -139,7 +139,8 @@ class Collection:
             cols[name].extend(extract(records))
 
     def frame_from_columns(self, cols: dict[str, list]) -> pd.DataFrame:
-        return pd.DataFrame({c.name: _typed(cols[c.name], c.kind) for c in self.columns})
+        # copy=False: the typed columns are new and only this frame holds them (no consolidating copy)
+        return pd.DataFrame({c.name: _typed(cols[c.name], c.kind) for c in self.columns}, copy=False)
 
 
 _DUMPS, _DUMPS_OPTION = orjson.dumps, orjson.OPT_NON_STR_KEYS  # the options prepare_frame's JSON text uses
@@ -173,7 +174,12 @@ def _typed(values: list[Any], kind: Kind) -> Any:
         return pd.array(values, dtype="boolean")
     if kind is Kind.JSON:
         return pd.Series(values, dtype=object)
-    return pd.Series([v if v is None or type(v) is str else str(v) for v in values], dtype=object)
+    text = pd.Series(values, dtype=object)
+    # C passes instead of a Python one: text and None only (no NaN, which str() would turn into 'nan')
+    only_text = pd.api.types.infer_dtype(text, skipna=True) in ("string", "empty")
+    if only_text and int(text.isna().sum()) == values.count(None):
+        return text
+    return pd.Series([None if v is None else str(v) for v in values], dtype=object)
 
 
 COLLECTIONS: tuple[Collection, ...] = (

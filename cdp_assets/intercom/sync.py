@@ -165,8 +165,9 @@ class DuckDBHold:
       new rows. Measured on 300,000 contacts in 20,000-row merges: ~3.8 s of CPU with a checkpoint per
       batch, ~1.8 s with one per held period;
     * memory: under DuckDB's default limit (80% of RAM) the peak memory of a write grows with the table
-      (+0 MB at 60,000 contacts, +220 MB at 300,000); at 64 MB it stays flat for the same CPU time, and
-      larger batches still work (DuckDB spills to a temporary file);
+      (+0 MB at 60,000 contacts, +220 MB at 300,000); at 32 MB the writer's peak is 372 MB at 30,000 and
+      404 MB at 300,000 for the same CPU time (64 MB: 376 and 430), and larger batches or a 16 MB limit
+      still work (DuckDB spills to a temporary file);
     * one thread: the write overlaps the fetch of the next pages, and a second DuckDB thread only competes
       with the fetching thread (and, locally, the simulator) for the CPU.
 
@@ -174,7 +175,7 @@ class DuckDBHold:
     crash loses nothing that was committed. The file lock is held for the whole period: another process's
     writer waits at most ``max_seconds`` plus one write, well within ``DuckDBWarehouse.lock_timeout_seconds``."""
 
-    MEMORY_LIMIT = "64MB"
+    MEMORY_LIMIT = "32MB"
     THREADS = 1
 
     def __init__(self, warehouse: WarehouseResource, max_seconds: float = 15.0):

@@ -83,3 +83,11 @@ def test_gc_thresholds_are_restored_after_paging():
             assert gc.get_threshold()[0] > saved[0]
         assert gc.get_threshold()[0] > saved[0]
     assert gc.get_threshold() == saved
+
+
+def test_text_columns_are_text_or_null_as_before():
+    from cdp_assets.intercom.catalog import Kind, _typed
+
+    assert list(_typed(["a", None, 3, True], Kind.STR)) == ["a", None, "3", "True"]
+    assert list(_typed(["a", float("nan")], Kind.STR)) == ["a", "nan"]  # str(), as before the fast path
+    assert list(_typed([None, None], Kind.STR)) == [None, None] and list(_typed([], Kind.STR)) == []
