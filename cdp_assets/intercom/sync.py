@@ -123,7 +123,7 @@ class BatchWriter:
         self.pending = self.pool.submit(self._write, columns)
 
     def _write(self, columns: dict[str, list]) -> None:
-        frame = self.collection.frame_from_columns(columns)
+        frame = self.collection.frame_from_columns(columns, arrow=self.hold.enabled)  # DuckDB scans Arrow in place
         self.hold.before_write()
         self.result = self.warehouse.write(frame, self.plan)
         self.rows += len(frame)

@@ -14,7 +14,7 @@ import pytest
 from cdp_assets.intercom.catalog import BY_NAME
 from cdp_assets.intercom.simulator import Workspace
 from cdp_assets.intercom.sync import BatchWriter, DuckDBHold, fewer_gc_passes
-from cdp_assets.shared.warehouse import TableRef
+from cdp_assets.shared.warehouse import TableRef, WriteMode, WritePlan
 from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
 from cdp_assets.shared.warehouse.types import prepare_frame
 
@@ -91,3 +91,36 @@ def test_text_columns_are_text_or_null_as_before():
     assert list(_typed(["a", None, 3, True], Kind.STR)) == ["a", None, "3", "True"]
     assert list(_typed(["a", float("nan")], Kind.STR)) == ["a", "nan"]  # str(), as before the fast path
     assert list(_typed([None, None], Kind.STR)) == [None, None] and list(_typed([], Kind.STR)) == []
+
+
+def test_arrow_frames_write_the_same_table_as_object_frames(tmp_path):
+    recs = records()
+    recs[0]["owner_id"] = 1001  # a number in a text column: pyarrow refuses it, the column falls back to str()
+    recs[1]["updated_at"] = None
+    recs[2]["unsubscribed_from_emails"] = None
+    recs[3]["custom_attributes"] = {"nested": {"list": [1, "two", None]}, "emoji": "\u00e9\u2603"}
+    cols = CONTACTS.new_columns()
+    CONTACTS.extend_columns(cols, recs)
+    arrow, objects = CONTACTS.frame_from_columns(cols, arrow=True), CONTACTS.frame_from_columns(cols)
+    assert isinstance(arrow["email"].dtype, pd.ArrowDtype) and arrow["owner_id"].dtype == object
+    tables = []
+    for name, frame in (("arrow", arrow), ("objects", objects)):
+        wh = DuckDBWarehouse(database=str(tmp_path / f"{name}.duckdb"))
+        wh.write(frame, WritePlan(TableRef("intercom", "contacts"), WriteMode.MERGE, ("id",),
+                                  column_types=CONTACTS.column_types))
+        tables.append((wh.columns(TableRef("intercom", "contacts")), wh.read(TableRef("intercom", "contacts"))))
+    assert tables[0][0] == tables[1][0]
+    assert [(c.name, c.type.value) for c in tables[0][0]] == [(c.name, c.kind.logical_type.value) for c in CONTACTS.columns]
+    pd.testing.assert_frame_equal(tables[0][1].sort_values("id", ignore_index=True),
+                                  tables[1][1].sort_values("id", ignore_index=True))
+    assert tables[0][1].set_index("id").loc[recs[0]["id"], "owner_id"] == "1001"
+
+
+def test_out_of_range_timestamps_fail_as_before():
+    from cdp_assets.intercom.catalog import Kind, _arrow_typed, _typed
+
+    with pytest.raises(Exception) as arrow_error:
+        _arrow_typed([10**12], Kind.TS)
+    with pytest.raises(Exception) as object_error:
+        _typed([10**12], Kind.TS)
+    assert type(arrow_error.value) is type(object_error.value)

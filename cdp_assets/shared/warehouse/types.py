@@ -2,7 +2,8 @@
 
 Every backend maps the seven logical types below to its own physical types. Frames are normalised once
 (`prepare_frame`) so each backend receives the same shapes: UTC timestamps, JSON already serialised to text,
-nullable integers as pandas ``Int64``.
+nullable integers as pandas ``Int64``; Arrow-backed columns (``pd.ArrowDtype``) that already have a type's
+Arrow form (text, int64, bool, float64, UTC timestamp) are passed through as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 
 class WriteMode(str, Enum):
@@ -249,8 +251,28 @@ def prepare_frame(df: pd.DataFrame, declared: dict[str, LogicalType] | None = No
     return prepared, columns
 
 
+def _arrow_has(dtype: Any, ltype: LogicalType) -> bool:
+    """An Arrow-backed column (``pd.ArrowDtype``) already in ``ltype``'s Arrow form (text, int64, bool, float64,
+    UTC timestamp), which DuckDB scans in place. JSON is never assumed (its text is checked), nor dates."""
+    if not isinstance(dtype, pd.ArrowDtype):
+        return False
+    t = dtype.pyarrow_dtype
+    if ltype is LogicalType.STRING:
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+    if ltype is LogicalType.TIMESTAMP:
+        return pa.types.is_timestamp(t) and t.tz in ("UTC", "+00:00", "Etc/UTC")
+    return {LogicalType.BIGINT: pa.types.is_int64, LogicalType.BOOLEAN: pa.types.is_boolean,
+            LogicalType.DOUBLE: pa.types.is_float64}.get(ltype, _never)(t)
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
 def _convert(s: pd.Series, ltype: LogicalType, name: str) -> pd.Series:
     s = s.reset_index(drop=True)
+    if _arrow_has(s.dtype, ltype):
+        return s  # already in the staged form: no conversion to Python objects and back
     try:
         if ltype is LogicalType.TIMESTAMP:
             if pd.api.types.is_datetime64_any_dtype(s.dtype):
