@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
@@ -186,7 +187,6 @@ class DuckDBHold:
         self.max_seconds = max_seconds
         self.conn: Any = None
         self.opened = 0.0
-        self.previous: tuple[str, str, str] | None = None
         self.periods = 0
 
     def before_write(self) -> None:
@@ -195,24 +195,32 @@ class DuckDBHold:
         conn = self.warehouse._connect()  # noqa: SLF001 (same path and config as the writes: the instance is shared)
         try:
             conn.execute("ROLLBACK")  # _connect opens a transaction; this connection only holds settings
-            self.previous = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
-                                         "current_setting('checkpoint_threshold')").fetchone()
-            conn.execute(f"SET memory_limit = '{self.MEMORY_LIMIT}'")
-            conn.execute(f"SET threads = {int(self.THREADS)}")
-            conn.execute("SET checkpoint_threshold = '1TB'")  # checkpoint in release(), not after each commit
+            with _HOLDS_LOCK:  # holds on one file share the settings: the first sets them, the last restores
+                count, previous = _HOLDS.get(self.key, (0, None))
+                if count == 0:
+                    previous = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                                            "current_setting('checkpoint_threshold')").fetchone()
+                    conn.execute(f"SET memory_limit = '{self.MEMORY_LIMIT}'")
+                    conn.execute(f"SET threads = {int(self.THREADS)}")
+                    conn.execute("SET checkpoint_threshold = '1TB'")  # checkpoint in release(), not per commit
+                _HOLDS[self.key] = (count + 1, previous)
         except BaseException:
             conn.close()
             raise
         self.conn, self.opened = conn, time.monotonic()
         self.periods += 1
 
+    @property
+    def key(self) -> str:
+        return str(Path(self.warehouse.database).resolve())  # type: ignore[attr-defined]
+
     def after_write(self) -> None:
         if self.conn is not None and time.monotonic() - self.opened >= self.max_seconds:
             self.release()
 
     def release(self) -> None:
-        """Checkpoint under the limits, restore the previous settings (another connection of the process may
-        keep the instance open) and close."""
+        """Checkpoint under the limits; the last hold on the file restores the previous settings (another
+        connection of the process may keep the instance open); close."""
         import duckdb
 
         conn, self.conn = self.conn, None
@@ -221,13 +229,22 @@ class DuckDBHold:
         try:
             with contextlib.suppress(duckdb.Error):  # refused while another connection has a transaction open
                 conn.execute("CHECKPOINT")
-            if self.previous is not None:
-                with contextlib.suppress(duckdb.Error):
-                    conn.execute(f"SET memory_limit = '{self.previous[0]}'")
-                    conn.execute(f"SET threads = {int(self.previous[1])}")
-                    conn.execute(f"SET checkpoint_threshold = '{self.previous[2]}'")
+            with _HOLDS_LOCK:
+                count, previous = _HOLDS.pop(self.key, (1, None))
+                if count > 1:
+                    _HOLDS[self.key] = (count - 1, previous)
+                elif previous is not None:
+                    with contextlib.suppress(duckdb.Error):
+                        conn.execute(f"SET memory_limit = '{previous[0]}'")
+                        conn.execute(f"SET threads = {int(previous[1])}")
+                        conn.execute(f"SET checkpoint_threshold = '{previous[2]}'")
         finally:
             conn.close()
+
+
+#: database file -> (holds open, settings before the first)
+_HOLDS: dict[str, tuple[int, tuple[str, str, str] | None]] = {}
+_HOLDS_LOCK = threading.Lock()
 
 
 _gc_lock = threading.Lock()

@@ -124,3 +124,18 @@ def test_out_of_range_timestamps_fail_as_before():
     with pytest.raises(Exception) as object_error:
         _typed([10**12], Kind.TS)
     assert type(arrow_error.value) is type(object_error.value)
+
+
+def test_two_writers_on_one_file_restore_the_settings_once_both_are_done(tmp_path):
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    keeper = duckdb.connect(wh.database)
+    setting = "SELECT current_setting('threads'), current_setting('checkpoint_threshold')"
+    before = keeper.execute(setting).fetchone()
+    a, b = DuckDBHold(wh), DuckDBHold(wh)
+    a.before_write()
+    b.before_write()
+    a.release()
+    assert keeper.execute(setting).fetchone() != before  # b still holds: still capped
+    b.release()
+    assert keeper.execute(setting).fetchone() == before
+    keeper.close()
