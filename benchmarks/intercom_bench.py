@@ -24,7 +24,8 @@ record, so the clock covers the load only. dlt is never run with its default loa
 14 GB of memory at 300,000 records).
 
 Printed: records/s (median of the runs, with min-max), ratio to the raw fetch, peak RSS (median; the
-process's own high-water mark, ``VmHWM``).
+process's own high-water mark, ``VmHWM``) and the contender's own CPU seconds over the timed load (median; less
+noisy than wall time on a shared machine; the simulator's CPU is not in it).
 """
 
 from __future__ import annotations
@@ -170,11 +171,12 @@ def child(contender: str, url: str) -> None:
             os.environ["DLT_DATA_DIR"] = os.path.join(workdir, "dlt_data")
             os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
         import_contender(contender, workdir)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         records = RUNNERS[contender](url, workdir)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     peak_mb = _vm_hwm_mb()
-    print("RESULT " + json.dumps({"records": records, "seconds": seconds, "peak_mb": peak_mb}), flush=True)
+    print("RESULT " + json.dumps({"records": records, "seconds": seconds, "cpu_s": cpu, "peak_mb": peak_mb}),
+          flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     assert r["records"] == size, (c, r)
                     results[c].append(r)
                     print(f"[{size:,}] run {run + 1} {c}: {size / r['seconds']:,.0f} rec/s, "
-                          f"{r['peak_mb']:,.0f} MB", file=sys.stderr)
+                          f"{r['cpu_s']:.1f} s CPU, {r['peak_mb']:,.0f} MB", file=sys.stderr)
         finally:
             proc.kill()
         loads.append((size, os.getloadavg()))
@@ -243,15 +245,17 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(rates[c])
             rows.append((size, c, med, min(rates[c]), max(rates[c]),
                          med / ceiling if ceiling else float("nan"),
-                         statistics.median(r["peak_mb"] for r in results[c])))
-    print(f"\n{'contacts':>9} {'contender':<11} {'rec/s (median)':>15} {'min-max':>17} {'x raw':>6} {'peak RSS MB':>12}")
-    for size, c, med, lo, hi, ratio, mb in rows:
-        print(f"{size:>9,} {c:<11} {med:>15,.0f} {f'{lo:,.0f}-{hi:,.0f}':>17} {ratio:>6.2f} {mb:>12,.0f}")
+                         statistics.median(r["peak_mb"] for r in results[c]),
+                         statistics.median(r["cpu_s"] for r in results[c])))
+    print(f"\n{'contacts':>9} {'contender':<11} {'rec/s (median)':>15} {'min-max':>17} {'x raw':>6} {'peak RSS MB':>12}"
+          f" {'CPU s':>6}")
+    for size, c, med, lo, hi, ratio, mb, cpu in rows:
+        print(f"{size:>9,} {c:<11} {med:>15,.0f} {f'{lo:,.0f}-{hi:,.0f}':>17} {ratio:>6.2f} {mb:>12,.0f} {cpu:>6.1f}")
     for size in sorted({s for s, _ in loads}):
         start, end = [la for s, la in loads if s == size]
         print(f"{size:,}: load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in start)} at the start, "
               f"{'/'.join(f'{x:.1f}' for x in end)} at the end ({os.cpu_count()} CPUs)")
-    by = {(s, c): (med, mb) for s, c, med, _, _, _, mb in rows}
+    by = {(s, c): (med, mb) for s, c, med, _, _, _, mb, _ in rows}
     for size in sorted({s for s, *_ in rows}):
         if (size, "cdp_assets") in by and (size, "dlt") in by:
             print(f"{size:,}: cdp_assets is {by[(size, 'cdp_assets')][0] / by[(size, 'dlt')][0]:.1f}x dlt's rate "
