@@ -19,13 +19,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 from dagster import AssetKey, DagsterInstance
 
 from ..shared.warehouse import LogicalType, Slice, TableRef, WarehouseResource, WritePlan, WriteMode, WriteResult
+from ..shared.warehouse.duckdb import DuckDBHold
 from .catalog import Collection
 from .client import IntercomClient, PagingReport
 
@@ -151,100 +151,6 @@ class BatchWriter:
             self.pool.submit(self.hold.release).result()
         finally:
             self.pool.shutdown(wait=True)
-
-
-class DuckDBHold:
-    """DuckDB only: keep the database open across consecutive batch writes for up to ``max_seconds``, with
-    the instance limited to ``MEMORY_LIMIT`` and ``THREADS`` and automatic checkpoints off; then (and at the
-    end) checkpoint once, put the previous settings back and close. Other warehouses: no-op.
-
-    DuckDB shares one open database between the connections of a process, so each ``warehouse.write``
-    (its own short connection, its own transaction, committed as before) runs in the held instance. Why:
-
-    * checkpoints: a connection per write means a checkpoint per write when its last connection closes, and
-      each checkpoint rewrites the table's last, partly filled row group (up to 122,880 rows), not just the
-      new rows. Measured on 300,000 contacts in 20,000-row merges: ~3.8 s of CPU with a checkpoint per
-      batch, ~1.8 s with one per held period;
-    * memory: under DuckDB's default limit (80% of RAM) the peak memory of a write grows with the table
-      (+0 MB at 60,000 contacts, +220 MB at 300,000); at 32 MB the writer's peak is 372 MB at 30,000 and
-      404 MB at 300,000 for the same CPU time (64 MB: 376 and 430), and larger batches or a 16 MB limit
-      still work (DuckDB spills to a temporary file);
-    * one thread: the write overlaps the fetch of the next pages, and a second DuckDB thread only competes
-      with the fetching thread (and, locally, the simulator) for the CPU.
-
-    Every write is still its own committed transaction (in the write-ahead log until the checkpoint), so a
-    crash loses nothing that was committed. The file lock is held for the whole period: another process's
-    writer waits at most ``max_seconds`` plus one write, well within ``DuckDBWarehouse.lock_timeout_seconds``."""
-
-    MEMORY_LIMIT = "32MB"
-    THREADS = 1
-
-    def __init__(self, warehouse: WarehouseResource, max_seconds: float = 15.0):
-        from ..shared.warehouse.duckdb import DuckDBWarehouse
-
-        self.warehouse = warehouse
-        self.enabled = isinstance(warehouse, DuckDBWarehouse)
-        self.max_seconds = max_seconds
-        self.conn: Any = None
-        self.opened = 0.0
-        self.periods = 0
-
-    def before_write(self) -> None:
-        if not self.enabled or self.conn is not None:
-            return
-        conn = self.warehouse._connect()  # noqa: SLF001 (same path and config as the writes: the instance is shared)
-        try:
-            conn.execute("ROLLBACK")  # _connect opens a transaction; this connection only holds settings
-            with _HOLDS_LOCK:  # holds on one file share the settings: the first sets them, the last restores
-                count, previous = _HOLDS.get(self.key, (0, None))
-                if count == 0:
-                    previous = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
-                                            "current_setting('checkpoint_threshold')").fetchone()
-                    conn.execute(f"SET memory_limit = '{self.MEMORY_LIMIT}'")
-                    conn.execute(f"SET threads = {int(self.THREADS)}")
-                    conn.execute("SET checkpoint_threshold = '1TB'")  # checkpoint in release(), not per commit
-                _HOLDS[self.key] = (count + 1, previous)
-        except BaseException:
-            conn.close()
-            raise
-        self.conn, self.opened = conn, time.monotonic()
-        self.periods += 1
-
-    @property
-    def key(self) -> str:
-        return str(Path(self.warehouse.database).resolve())  # type: ignore[attr-defined]
-
-    def after_write(self) -> None:
-        if self.conn is not None and time.monotonic() - self.opened >= self.max_seconds:
-            self.release()
-
-    def release(self) -> None:
-        """Checkpoint under the limits; the last hold on the file restores the previous settings (another
-        connection of the process may keep the instance open); close."""
-        import duckdb
-
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        try:
-            with contextlib.suppress(duckdb.Error):  # refused while another connection has a transaction open
-                conn.execute("CHECKPOINT")
-            with _HOLDS_LOCK:
-                count, previous = _HOLDS.pop(self.key, (1, None))
-                if count > 1:
-                    _HOLDS[self.key] = (count - 1, previous)
-                elif previous is not None:
-                    with contextlib.suppress(duckdb.Error):
-                        conn.execute(f"SET memory_limit = '{previous[0]}'")
-                        conn.execute(f"SET threads = {int(previous[1])}")
-                        conn.execute(f"SET checkpoint_threshold = '{previous[2]}'")
-        finally:
-            conn.close()
-
-
-#: database file -> (holds open, settings before the first)
-_HOLDS: dict[str, tuple[int, tuple[str, str, str] | None]] = {}
-_HOLDS_LOCK = threading.Lock()
 
 
 _gc_lock = threading.Lock()

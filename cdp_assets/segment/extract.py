@@ -34,6 +34,7 @@ from ..shared.warehouse import (
     WritePlan,
     WriteResult,
 )
+from ..shared.warehouse.duckdb import DuckDBHold
 from .catalog import PERIOD_COLUMN, Kind, SegmentObject
 from .client import SegmentClient
 
@@ -254,6 +255,12 @@ class ChunkedWriter:
     period_mismatches: int = 0
     _buffer: list[dict[str, Any]] = field(default_factory=list)
     _chunks: int = 0
+    #: DuckDB: one open database across the chunks, memory-capped, one checkpoint per period (``DuckDBHold``),
+    #: so a write's peak memory does not grow with the table; a no-op on other warehouses
+    _hold: DuckDBHold = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._hold = DuckDBHold(self.warehouse)
 
     @property
     def table(self) -> TableRef:
@@ -294,15 +301,24 @@ class ChunkedWriter:
         if self.period is not None:
             self.period_mismatches += period_mismatches(df, self.period)
         self._buffer = []
+        self._hold.before_write()
         self.result = self.warehouse.write(df, self._plan())
+        self._hold.after_write()
         self.rows += len(df)
         self._chunks += 1
 
     def close(self) -> WriteResult | None:
-        self.flush()
-        if self._chunks == 0 and self.obj.write_mode is WriteMode.REPLACE:
-            self._empty_replace()
+        try:
+            self.flush()
+            if self._chunks == 0 and self.obj.write_mode is WriteMode.REPLACE:
+                self._empty_replace()
+        finally:
+            self.release()
         return self.result
+
+    def release(self) -> None:
+        """Checkpoint and close the held DuckDB database (idempotent; nothing on other warehouses)."""
+        self._hold.release()
 
     def _empty_replace(self) -> None:
         """The API returned nothing: a full refresh must empty the table (if there is one)."""
@@ -328,9 +344,13 @@ def load(
     log = log or logging.getLogger("cdp_assets.segment")
     writer = ChunkedWriter(warehouse, obj, secrets, period, chunk_rows, log)
     progress = Progress(log, f"segment/{obj.name}" + (f" {period:%Y-%m}" if period else ""))
-    for batch in record_batches(client, obj, period=period, **batches_kwargs):
-        writer.add(batch)
-        progress.add(len(batch))
+    try:
+        for batch in record_batches(client, obj, period=period, **batches_kwargs):
+            writer.add(batch)
+            progress.add(len(batch))
+    except BaseException:
+        writer.release()  # the chunks written so far stay committed; the held database is closed
+        raise
     writer.close()
     progress.done()
     return writer
