@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -78,11 +77,6 @@ class DrainSettings:
     # Bound on leased (pulled, unacked) messages: the puller waits while this many are out. None: two batches
     # plus the prefetch (one batch being written, one being assembled and parsed).
     max_leased: int | None = None
-    # The interpreter's GIL switch interval during the drain (``sys.setswitchinterval``; Python's default is
-    # 5 ms), for experiments: the puller waits for the GIL after every RPC while parsing or a frame holds it.
-    # Measured on the 2-core machine, 0.5 ms and 0.1 ms were no faster than the default (the emulator, not the
-    # GIL hand-off, bounds the pulls), so None leaves the interval alone.
-    gil_switch_interval: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_messages < 1 or self.max_messages < 1:
@@ -124,9 +118,12 @@ def table_ref(table: str) -> TableRef:
     return TableRef(SCHEMA, table)
 
 
+#: each table's declared column types, for its write plans (computed once, not per write)
+COLUMN_TYPES = {table: {c.name: c.type for c in table_columns(table)} for table in ALL_TABLES}
+
+
 def write_plan(table: str) -> WritePlan:
-    types = {c.name: c.type for c in table_columns(table)}
-    return WritePlan(table_ref(table), WriteMode.MERGE, PRIMARY_KEYS[table], column_types=types)
+    return WritePlan(table_ref(table), WriteMode.MERGE, PRIMARY_KEYS[table], column_types=COLUMN_TYPES[table])
 
 
 # ------------------------------------------------------------------------------------------ leases
@@ -309,9 +306,6 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
     started = time.monotonic()
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    switch_interval = sys.getswitchinterval()
-    if settings.gil_switch_interval is not None:
-        sys.setswitchinterval(settings.gil_switch_interval)
     with _held_open(warehouse), Leases(subscriber, subscription, settings.lease_seconds) as leases, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-writer") as writer, \
             ThreadPoolExecutor(max_workers=settings.table_writers, thread_name_prefix="events-table") as tables:
@@ -352,7 +346,6 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
             report.lease_extensions = leases.extensions
             if gc_was_enabled:
                 gc.enable()
-            sys.setswitchinterval(switch_interval)
         puller.join()
     report.pulled = puller.pulled
     report.stopped_because = puller.reason
