@@ -47,11 +47,12 @@ def test_identify_row_has_typed_columns_and_email_from_traits():
     assert row["sent_at"] == ts("2026-11-01T10:00:00.400Z")
     assert row["received_at"] == ts("2026-11-01T10:00:01Z")
     assert str(frame["timestamp"].dt.tz) == "UTC"
-    assert row["traits"] == {"email": "user42@example.com", "plan": "pro", "company_size": 50}
-    assert row["context"]["ip"] == "10.0.0.1"
-    assert row["integrations"] == {}  # absent == {} (Segment's default: all destinations)
+    # JSON columns are JSON text, encoded once by the parser (the write form)
+    assert orjson.loads(row["traits"]) == {"email": "user42@example.com", "plan": "pro", "company_size": 50}
+    assert orjson.loads(row["context"])["ip"] == "10.0.0.1"
+    assert row["integrations"] == "{}"  # absent == {} (Segment's default: all destinations)
     assert (row["version"], row["channel"]) == ("1.1", "server")
-    assert row["extra"] == {"writeKey": "abc"}  # unmapped top-level keys are kept, not dropped
+    assert orjson.loads(row["extra"]) == {"writeKey": "abc"}  # unmapped top-level keys are kept, not dropped
     assert row["pubsub_message_id"] == "1001"
     assert row["publish_time"] == pd.Timestamp(PUBLISH_NS, unit="ns", tz="UTC")
 
@@ -63,7 +64,7 @@ def test_each_type_lands_in_its_table_with_its_own_columns():
     assert batch.counts == {"tracks": 1, "identifies": 1, "pages": 1, "screens": 1, "groups": 1, "aliases": 1,
                             "rejected": 0}
     track = batch.frames["tracks"].iloc[0]
-    assert track["event"] == events["track"]["event"] and track["properties"] == events["track"]["properties"]
+    assert track["event"] == events["track"]["event"] and orjson.loads(track["properties"]) == events["track"]["properties"]
     page = batch.frames["pages"].iloc[0]
     assert (page["page"], page["category"]) == (events["page"]["name"], events["page"]["category"])
     assert batch.frames["screens"].iloc[0]["screen"] == events["screen"]["name"]
@@ -74,7 +75,11 @@ def test_each_type_lands_in_its_table_with_its_own_columns():
     alias = batch.frames["aliases"].iloc[0]
     assert (alias["user_id"], alias["previous_id"]) == (events["alias"]["userId"], events["alias"]["previousId"])
     for table in ALL_TABLES[:-1]:
-        assert list(batch.frames[table].columns[: len(COMMON_COLUMNS)]) == list(COMMON_COLUMNS)
+        frame = batch.frames[table]
+        assert list(frame.columns[: len(COMMON_COLUMNS)]) == list(COMMON_COLUMNS)
+        # typed as declared, so the warehouse layer writes them without inference
+        assert str(frame["timestamp"].dtype) == "timestamp[us, tz=UTC][pyarrow]"
+        assert str(frame["context"].dtype) == str(frame["message_id"].dtype) == "string[pyarrow]"
 
 
 def test_simulated_identify_uses_the_shared_user_universe():

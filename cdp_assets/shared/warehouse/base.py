@@ -238,7 +238,7 @@ class SqlWarehouse(WarehouseResource):
             by_name = {c.name.casefold(): c for c in existing or []}
             declared = {n: plan.column_types[n] for n in df.columns if n in plan.column_types}
             declared.update({n: by_name[n.casefold()].type for n in df.columns if n.casefold() in by_name})
-            frame, cols = prepare_frame(df, declared)
+            frame, cols = prepare_frame(df, declared, plan.encoded_json)
             plan = _validate(plan, frame, cols, fqn)
             if plan.mode is WriteMode.MERGE:
                 frame = dedupe_last(frame, plan.primary_key)

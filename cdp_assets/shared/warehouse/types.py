@@ -102,6 +102,9 @@ class WritePlan:
     #: of a column whose values cannot tell (all NULL, or JSON text), so a table's types never depend on which
     #: rows happen to come first; an existing table's own types take precedence
     column_types: Mapping[str, LogicalType] = field(default_factory=dict)
+    #: JSON columns whose text the caller produced with a JSON encoder (Arrow-backed text columns only): their
+    #: text is not parsed again to check it (the warehouse's own JSON cast still validates where it has one)
+    encoded_json: frozenset[str] = frozenset()
 
     def __post_init__(self):
         if self.mode is WriteMode.MERGE and not self.primary_key:
@@ -229,11 +232,14 @@ def _is_json_text(v: str) -> bool:
         return False
 
 
-def prepare_frame(df: pd.DataFrame, declared: dict[str, LogicalType] | None = None) -> tuple[pd.DataFrame, list[Column]]:
+def prepare_frame(df: pd.DataFrame, declared: dict[str, LogicalType] | None = None,
+                  encoded_json: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, list[Column]]:
     """Normalise a frame for writing and describe its columns.
 
     ``declared`` forces a logical type for some columns (for example when the table already has a type and
-    the frame's column is all-NULL). The input frame is not modified.
+    the frame's column is all-NULL). A declared column that is already Arrow-backed in its type's staged form
+    (see ``_arrow_has``; for JSON, text named in ``encoded_json``) is taken as it is, without inference or
+    conversion: a loader that builds its columns typed pays nothing here. The input frame is not modified.
     """
     declared = declared or {}
     out = {}
@@ -242,6 +248,12 @@ def prepare_frame(df: pd.DataFrame, declared: dict[str, LogicalType] | None = No
         if not isinstance(name, str):
             raise IdentifierError(f"Column names must be strings, got {name!r} ({type(name).__name__})")
         s = df[name]
+        want = declared.get(name)
+        if want is not None and (_arrow_has(s.dtype, want) or (
+                want is LogicalType.JSON and name in encoded_json and _arrow_has(s.dtype, LogicalType.STRING))):
+            out[name] = s.reset_index(drop=True)
+            columns.append(Column(name, want, nullable=True))
+            continue
         ltype = infer_type(s)
         if name in declared and (s.isna().all() or (ltype, declared[name]) == (LogicalType.STRING, LogicalType.JSON)):
             ltype = declared[name]  # an all-NULL column (or JSON text) takes the table's type
