@@ -223,6 +223,38 @@ def test_declared_types_decide_columns_the_values_cannot(backend: Backend):
     assert json.loads(stored[2]) == {"plan": "pro"}
 
 
+
+def test_typed_arrow_frame_with_encoded_json_is_written_as_declared(backend: Backend):
+    """The loaders' fast path: Arrow-backed columns already in their declared types, JSON text the caller
+    encoded (``WritePlan.encoded_json``), taken as they are; values, NULLs and types land exactly."""
+    import pyarrow as pa
+
+    table = TableRef(backend.schema, "typed_events")
+    utc_us = pa.timestamp("us", tz="UTC")
+    frame = pa.table({
+        "message_id": pa.array(["m1", "m2", "m3"], pa.string()),
+        "sent_at": pa.array([dt.datetime(2026, 11, 1, 10, 0, 0, 500000, tzinfo=UTC), None,
+                             dt.datetime(2026, 11, 2, tzinfo=UTC)], utc_us),
+        "properties": pa.array(['{"price":1.5,"tags":["a"]}', "{}", None], pa.string()),
+        "event": pa.array(["Viewed", None, "Bought"], pa.string()),
+    }).to_pandas(types_mapper=pd.ArrowDtype)
+    types = {"message_id": LogicalType.STRING, "sent_at": LogicalType.TIMESTAMP, "properties": LogicalType.JSON,
+             "event": LogicalType.STRING}
+    plan = WritePlan(table, WriteMode.MERGE, ("message_id",), column_types=types,
+                     encoded_json=frozenset({"properties"}))
+    result = backend.wh.write(frame, plan)
+    assert result.row_count == 3
+    assert [(c.name, c.type) for c in backend.wh.columns(table)] == list(types.items())
+    assert rows(backend, table, ["message_id", "sent_at", "event"]) == [
+        ("m1", dt.datetime(2026, 11, 1, 10, 0, 0, 500000, tzinfo=UTC), "Viewed"), ("m2", None, None),
+        ("m3", dt.datetime(2026, 11, 2, tzinfo=UTC), "Bought")]
+    stored = backend.wh.read(table, columns=["message_id", "properties"]).set_index("message_id")["properties"]
+    assert json.loads(stored["m1"]) == {"price": 1.5, "tags": ["a"]} and json.loads(stored["m2"]) == {}
+    assert stored["m3"] is None or pd.isna(stored["m3"])
+    # a redelivery of the same keys merges onto them (exactly-once in the table)
+    backend.wh.write(frame.iloc[:2], plan)
+    assert backend.wh.row_count(table) == 3
+
 def test_type_change_is_refused_with_a_clear_error(backend: Backend):
     t = backend.table()
     backend.wh.write(events([1], dt.date(2024, 1, 1)), WritePlan(t))
