@@ -108,6 +108,11 @@ class Collection:
         return {c.name: c.kind.logical_type for c in self.columns}
 
     @property
+    def encoded_json(self) -> frozenset[str]:
+        """For ``WritePlan.encoded_json``: the JSON columns, whose every value ``extend_columns`` encodes."""
+        return frozenset(c.name for c in self.columns if c.kind is Kind.JSON)
+
+    @property
     def column_sources(self) -> dict[str, str]:
         """Where a column is read from when that is not the API field of the same name (column descriptions)."""
         return {c.name: f"API field `{c.path}`" for c in self.columns if c.path and c.path != c.name}
@@ -133,9 +138,9 @@ class Collection:
         """Append records to per-column lists: cheap per page; the DataFrame is built once per batch
         (pandas' fixed cost per frame would otherwise dominate 150-record pages).
 
-        JSON objects and arrays are serialised here, page by page, exactly as ``prepare_frame`` would
-        serialise them (which then keeps valid JSON text as it is): a buffered batch holds one string per
-        value instead of a tree of dicts and lists. Measured on 300,000 contacts that is ~3x less memory per
+        JSON values are encoded here, page by page, with the options ``prepare_frame`` uses (so it need
+        not parse the text again, see ``encoded_json``): a buffered batch holds one string per value instead
+        of a tree of dicts and lists. Measured on 300,000 contacts that is ~3x less memory per
         buffered record and no cyclic-GC scans of the buffers (full collections over them were ~6 s CPU)."""
         for name, extract in self._extractors:
             cols[name].extend(extract(records))
@@ -144,8 +149,8 @@ class Collection:
         """The typed frame. ``arrow``: text, integer, boolean and timestamp columns are Arrow-backed, built
         from the lists in one C pass each; ``prepare_frame`` passes such columns through and DuckDB scans
         them in place, where numpy/object columns cost a conversion to Python objects and another back to
-        Arrow (measured: ~100 ms less CPU per 20,000 contacts). JSON stays text in an object column, which
-        ``prepare_frame`` checks as before. A column pyarrow refuses (e.g. numbers in a text column) falls
+        Arrow (measured: ~100 ms less CPU per 20,000 contacts). JSON text, already encoded, is Arrow text as
+        well, which ``prepare_frame`` takes without parsing it again. A column pyarrow refuses (e.g. numbers in a text column) falls
         back to the object form, so the values written are the same either way."""
         typed = _arrow_typed if arrow else _typed
         # copy=False: the typed columns are new and only this frame holds them (no consolidating copy)
@@ -157,7 +162,7 @@ _DUMPS, _DUMPS_OPTION = orjson.dumps, orjson.OPT_NON_STR_KEYS  # the options pre
 
 def _extractor(col: Col) -> Callable[[list[dict]], list]:
     """One column of a page of records: a plain ``dict.get`` for top-level fields, ``Col.get`` for dotted
-    paths; JSON objects and arrays become JSON text (other values are left to ``prepare_frame``)."""
+    paths; every JSON value (object, array, string, number, boolean) becomes its JSON text, None stays NULL."""
     name = col.path or col.name
     nested = "." in name
     if col.kind is not Kind.JSON:
@@ -167,19 +172,16 @@ def _extractor(col: Col) -> Callable[[list[dict]], list]:
 
     def json_column(records: list[dict]) -> list:
         values = [col.get(r) for r in records] if nested else [r.get(name) for r in records]
-        return [_DUMPS(v, option=_DUMPS_OPTION, default=str).decode() if type(v) is dict or type(v) is list else v
-                for v in values]
+        return [None if v is None else _DUMPS(v, option=_DUMPS_OPTION, default=str).decode() for v in values]
 
     return json_column
 
 
-_ARROW = {Kind.STR: pa.string(), Kind.INT: pa.int64(), Kind.BOOL: pa.bool_()}
+_ARROW = {Kind.STR: pa.string(), Kind.JSON: pa.string(), Kind.INT: pa.int64(), Kind.BOOL: pa.bool_()}
 _UTC_NS = pa.timestamp("ns", tz="UTC")
 
 
 def _arrow_typed(values: list[Any], kind: Kind) -> Any:
-    if kind is Kind.JSON:
-        return _typed(values, kind)
     try:
         if kind is Kind.TS:
             seconds = pa.array(values, pa.int64())

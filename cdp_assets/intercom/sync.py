@@ -99,7 +99,8 @@ class BatchWriter:
                  batch_size: int = 20_000):
         self.warehouse, self.collection, self.table = warehouse, collection, table
         self.batch_size = batch_size
-        self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key, column_types=collection.column_types)
+        self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key, column_types=collection.column_types,
+                              encoded_json=collection.encoded_json)
         self.columns = collection.new_columns()
         self.buffered = 0
         self.pending: Future | None = None
