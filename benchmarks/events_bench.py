@@ -15,8 +15,9 @@ are printed, and every loader figure is a ratio to the ceiling of the same run.
 * lease floor: the same pull+ack, but each pull's messages stay leased until a batch of the loader's size
   (``--batch``, its default 10,000) has been pulled, then the batch is acked: the loader's lease pattern with
   free parsing and writing, i.e. the rate any consumer that acks only after writing a batch can reach against
-  this emulator. The emulator serves pulls ~2x more slowly, at 2-4x its CPU a message, while any message is
-  leased (``contracts/pubsub-emulator.md``), so this, not the ceiling, bounds an ack-after-commit loader here;
+  this emulator. While any message is leased, each of the emulator's pulls copies the whole undelivered
+  backlog (see ``cdp_assets/events/loader.py``), so pulls cost ~2x the time and 2-4x the emulator's CPU a
+  message; this, not the ceiling, bounds an ack-after-commit loader here;
 * loader: ``cdp_assets.events.loader.drain`` into a fresh DuckDB file: pull -> parse -> 7 merged tables ->
   ack after commit (the production path, default settings except the bound: ``max_messages=--events``);
 * naive: the reference tutorial's shape (one INSERT per event, auto-committed, proto-plus messages, JSON text

@@ -18,16 +18,18 @@ pulled and not yet acked, so a slow write never lets Pub/Sub redeliver a message
 cyclic GC is paused while draining: parsing creates ~30 containers per event, and generational collections
 over large live batches cost more than the parsing itself; one cheap young-generation collection runs per batch.
 
-What bounds it against the emulator (``benchmarks/events_bench.py`` prints the CPU of both sides): the emulator
-serves pulls several times more slowly, and spends 3-6x the CPU per message (~40-60 us instead of ~10-15 us),
-while any message is leased and unacked, which acking only after the commit makes unavoidable. The
-benchmark's "lease floor" (pull+ack holding a batch's leases, with free parsing and writing) measures that
-bound: ~0.43 of the raw pull+ack rate, and the loader reaches ~0.7 of it. The emulator's ``pull`` walks its
-map of leased messages on every call (``MessageBacklog.updateExpiredAckDeadlines``); a consumer that acked
-each pull before the next would avoid it, but that needs a commit per 100 messages, and a DuckDB commit
-alone costs ~3 ms. So the loader keeps no more leases out than it needs: a prefetch of half a batch and a hard bound on leased
-messages (``max_leased``). Batches of 5,000 instead of 10,000 were as fast in the same run but cost ~15% more CPU
-a message; on DuckDB the loader also defers checkpoints to the end of the drain (see ``_held_open``).
+What bounds it against the emulator (``benchmarks/events_bench.py`` prints the CPU of both sides): while any
+message is leased and unacked, every ``pull`` copies the subscription's whole undelivered backlog into a new
+set (``MessageBacklog.updateExpiredAckDeadlines`` in the emulator jar; found with ``jstack`` samples, confirmed
+in its bytecode), so each pull costs time proportional to the backlog and a drain of a large backlog pays
+O(backlog^2). A pull made with nothing leased returns early, which is what the raw pull+ack ceiling does.
+Acking only after the warehouse commit means pulling with leases out, or committing before every pull (100
+messages): a DuckDB commit alone costs 1.3-3 ms of CPU, more than the pull and ack together. The benchmark's
+"lease floor" (pull+ack holding one batch's leases, parsing and writing for free) measures that bound in the
+same run: ~0.4 of the ceiling at 100,000 messages, and the loader reaches ~0.7 of the floor. The lease count
+itself does not matter to the emulator (a deeper prefetch was measured slower: 0.63 of the floor); the
+loader bounds it for memory (``max_leased``). Batches of 2,500 cost ~4x the write time of 10,000 (fixed
+costs per write); on DuckDB the loader also defers checkpoints to the end of the drain (see ``_held_open``).
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ class DrainSettings:
     table_writers: int = 1
     pull_threads: int = 1  # concurrent pull loops (see _Puller.run)
     # Messages pulled ahead of the batch being assembled (the puller's queue). Every pulled message is leased
-    # until its batch is acked, and the emulator's pulls and acks get much dearer with many leases out
-    # (measured: ~10 us of emulator CPU a message with none held, 20-50 us with 10-40k held). Pulling is faster
-    # than writing, so a deeper queue only adds leases, not throughput. None: half a batch.
+    # until its batch is acked, so this and ``max_leased`` bound the run's memory; pulling further ahead is not
+    # faster (the emulator's pulls cost the same with one lease out or 40,000, see the module docstring; a
+    # 20,000 prefetch measured slower). None: half a batch.
     prefetch_messages: int | None = None
     # Bound on leased (pulled, unacked) messages: the puller waits while this many are out. None: two batches
     # plus the prefetch (one batch being written, one being assembled and parsed).
@@ -224,7 +226,7 @@ class _Puller(threading.Thread):
     def __init__(self, subscriber: Any, subscription: str, settings: DrainSettings, leases: Leases):
         super().__init__(name="pubsub-puller", daemon=True)
         self.subscriber, self.subscription, self.settings, self.leases = subscriber, subscription, settings, leases
-        # Bounded: at most ~2 batches leased ahead of the writer (many leases slow the emulator's pulls ~4x).
+        # Bounded: at most ~2 batches leased ahead of the writer (memory; pulling further ahead is not faster).
         prefetch = settings.prefetch_messages
         prefetch = settings.batch_messages // 2 if prefetch is None else prefetch
         self.out: queue.Queue = queue.Queue(maxsize=max(2, prefetch // MAX_PULL))
