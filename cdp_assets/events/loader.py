@@ -29,13 +29,14 @@ messages): a DuckDB commit alone costs 1.3-3 ms of CPU, more than the pull and a
 same run: ~0.4 of the ceiling at 100,000 messages, and the loader reaches ~0.7 of the floor. The lease count
 itself does not matter to the emulator (a deeper prefetch was measured slower: 0.63 of the floor); the
 loader bounds it for memory (``max_leased``). Batches of 2,500 cost ~4x the write time of 10,000 (fixed
-costs per write); on DuckDB the loader also defers checkpoints to the end of the drain (see ``_held_open``).
+costs per write); on DuckDB the loader also defers checkpoints to the end of the drain (see ``_hold``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import queue
 import threading
 import time
@@ -49,12 +50,15 @@ from dagster import get_dagster_logger
 
 from ..shared.http import Progress
 from ..shared.warehouse import TableRef, WarehouseResource, WriteMode, WritePlan, WriteResult
+from ..shared.warehouse.duckdb import DuckDBHold
 from .parse import ALL_TABLES, ENCODED_JSON, PRIMARY_KEYS, ParsedBatch, RawMessage, parse_batch, table_columns
 
 SCHEMA = "segment_events"
 ACK_CHUNK = 2_500  # acknowledge/modifyAckDeadline requests are limited to 512 KB; ack ids can be ~200 bytes
 MAX_PULL = 100  # the emulator (and, in practice, Pub/Sub) returns at most this many per pull
-DRAIN_CHECKPOINT_THRESHOLD = "1GiB"  # DuckDB only: WAL size that forces a checkpoint while a drain holds the file
+#: DuckDB only: memory limit while a drain holds the file. None keeps DuckDB's: a 64 MB cap measured 558 -> 466 MB
+#: peak RSS for 100k events but ~10% more CPU an event, and a drain's memory is bounded by its batches anyway.
+DRAIN_MEMORY_LIMIT: str | None = None
 
 #: A fault hook for tests: called with (stage, batch number); raising there simulates a crash at that point.
 #: Stages: "pulled", "parsed", "written:<table>", "committed" (all tables written, nothing acked), "acked".
@@ -313,7 +317,7 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
     started = time.monotonic()
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    with _held_open(warehouse), Leases(subscriber, subscription, settings.lease_seconds) as leases, \
+    with _hold(warehouse), Leases(subscriber, subscription, settings.lease_seconds) as leases, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-writer") as writer, \
             ThreadPoolExecutor(max_workers=settings.table_writers, thread_name_prefix="events-table") as tables:
         puller = _Puller(subscriber, subscription, settings, leases)
@@ -362,37 +366,19 @@ def drain(subscriber: Any, subscription: str, warehouse: WarehouseResource,
     return report
 
 
-@contextlib.contextmanager
-def _held_open(warehouse: WarehouseResource) -> Iterator[None]:
-    """DuckDB only: keep one connection open for the drain. DuckDB shares the open database between
-    connections of a process, so each write skips re-opening the file and the checkpoint on last close
-    (measured 1.75x faster writes). The file lock is then held for the drain (bounded by max_seconds, below
-    DuckDBWarehouse's lock timeout), which other writers wait out as they already do between writes.
+def _hold(warehouse: WarehouseResource) -> DuckDBHold:
+    """DuckDB only (a no-op elsewhere): keep the database open for the whole drain, with one DuckDB thread and
+    no automatic checkpoint, and checkpoint once at the end (``DuckDBHold`` for one period). Measured:
 
-    It also limits that shared instance to one thread: DuckDB's default (one per core) competes for CPU with
-    the pull thread and, locally, the emulator; measured, each pull then took ~2x longer and the whole
-    drain got slower, while the batch writes themselves barely need a second thread."""
-    from ..shared.warehouse.duckdb import DuckDBWarehouse
-
-    if not isinstance(warehouse, DuckDBWarehouse):
-        yield
-        return
-    conn = warehouse._connect()  # noqa: SLF001 (same path and config as the writes, so the instance is shared)
-    conn.execute("SET threads TO 1")
-    # No automatic checkpoint during the drain, one when it ends (closing the last connection). DuckDB
-    # checkpoints every 16 MB of WAL by default, i.e. every ~13k events here, and each checkpoint recompresses
-    # the tables' last, growing row groups: measured ~5 us an event of the write cost, against ~4 us for the one
-    # checkpoint at the end. Commits still write (and fsync) the WAL, so nothing committed is less durable.
-    threshold = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
-    conn.execute(f"SET checkpoint_threshold = '{DRAIN_CHECKPOINT_THRESHOLD}'")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            conn.execute("ROLLBACK")
-        with contextlib.suppress(Exception):
-            conn.execute(f"SET checkpoint_threshold = '{threshold}'")
-        conn.close()
+    * open once: each write then skips re-opening the file and the checkpoint on its last close (1.75x
+      faster writes). The file lock is held for the drain, bounded by ``max_seconds`` (below DuckDBWarehouse's
+      lock timeout), which other writers wait out as they already do between writes;
+    * one thread: DuckDB's default (one per core) competes for the CPU with the pull thread and, locally, the
+      emulator; each pull then took ~2x longer, while the batch writes barely need a second thread;
+    * one checkpoint: DuckDB checkpoints every 16 MB of WAL by default (~13k events here) and each one
+      recompresses the tables' last, growing row groups (~5 us an event, against ~4 us for the one at the end).
+      Commits still write (and fsync) the WAL, so nothing committed is less durable."""
+    return DuckDBHold(warehouse, max_seconds=math.inf, memory_limit=DRAIN_MEMORY_LIMIT)
 
 
 def _batches(puller: _Puller, settings: DrainSettings) -> Iterator[tuple[list[RawMessage], list[str]]]:

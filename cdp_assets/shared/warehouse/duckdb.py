@@ -193,10 +193,11 @@ class DuckDBHold:
     MEMORY_LIMIT = "32MB"
     THREADS = 1
 
-    def __init__(self, warehouse: Any, max_seconds: float = 15.0):
+    def __init__(self, warehouse: Any, max_seconds: float = 15.0, memory_limit: str | None = MEMORY_LIMIT):
         self.warehouse = warehouse
         self.enabled = isinstance(warehouse, DuckDBWarehouse)
         self.max_seconds = max_seconds
+        self.memory_limit = memory_limit  # None: leave DuckDB's own limit
         self.conn: Any = None
         self.opened = 0.0
         self.periods = 0
@@ -212,7 +213,8 @@ class DuckDBHold:
                 if count == 0:
                     previous = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
                                             "current_setting('checkpoint_threshold')").fetchone()
-                    conn.execute(f"SET memory_limit = '{self.MEMORY_LIMIT}'")
+                    if self.memory_limit:
+                        conn.execute(f"SET memory_limit = '{self.memory_limit}'")
                     conn.execute(f"SET threads = {int(self.THREADS)}")
                     conn.execute("SET checkpoint_threshold = '1TB'")  # checkpoint in release(), not per commit
                 _HOLDS[self.key] = (count + 1, previous)
@@ -221,6 +223,14 @@ class DuckDBHold:
             raise
         self.conn, self.opened = conn, time.monotonic()
         self.periods += 1
+
+    def __enter__(self) -> "DuckDBHold":
+        """For one uninterrupted period (``max_seconds=math.inf``): hold now, checkpoint and close on exit."""
+        self.before_write()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def key(self) -> str:
