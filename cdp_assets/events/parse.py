@@ -24,7 +24,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from ..shared.warehouse import Column, LogicalType
+from ..shared.warehouse import JSON_ENCODE_OPTION, Column, LogicalType
 
 MAX_PAYLOAD_BYTES = 32 * 1024  # Segment accepts at most 32 KB per message (contract A.2)
 MAX_MESSAGE_ID_CHARS = 100  # spec-field-message-id.md
@@ -292,7 +292,7 @@ def _frame(spec: EventTable, rows: list[tuple], msgs: list[RawMessage], loaded_a
             for i in invalid:
                 bad.setdefault(i, _SOURCE_OF[name])
         elif kind is LogicalType.JSON:  # dicts from orjson.loads: encode back (never None, see _obj)
-            arrays[name] = pa.array([_dumps(v, option=_DUMPS_OPTION) for v in column], pa.binary()).cast(pa.string())
+            arrays[name] = pa.array([_dumps(v, option=JSON_ENCODE_OPTION, default=str) for v in column], pa.binary()).cast(pa.string())
         else:
             arrays[name] = pa.array(column, pa.string())
     arrays["publish_time"] = pa.array([m.publish_time_ns // 1000 for m in msgs], pa.int64()).cast(_UTC_US)
@@ -311,7 +311,7 @@ def _frame(spec: EventTable, rows: list[tuple], msgs: list[RawMessage], loaded_a
 
 
 _UTC_US = pa.timestamp("us", tz="UTC")
-_dumps, _DUMPS_OPTION = orjson.dumps, orjson.OPT_NON_STR_KEYS  # as the warehouse layer encodes JSON
+_dumps = orjson.dumps
 _FIELD_KINDS = {f.column: LogicalType(f.kind) for t in EVENT_TABLES for f in t.fields}
 _SOURCE_OF = dict(SEGMENT_TIMES)
 #: per table, the JSON columns ``_frame`` encodes itself (for ``WritePlan.encoded_json``)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..shared.warehouse import Column, LogicalType, WriteMode
+from ..shared.warehouse import JSON_ENCODE_OPTION, Column, LogicalType, WriteMode
 
 
 class Paging(str, Enum):
@@ -157,7 +157,7 @@ class Collection:
         return pd.DataFrame({c.name: typed(cols[c.name], c.kind) for c in self.columns}, copy=False)
 
 
-_DUMPS, _DUMPS_OPTION = orjson.dumps, orjson.OPT_NON_STR_KEYS  # the options prepare_frame's JSON text uses
+_DUMPS = orjson.dumps
 
 
 def _extractor(col: Col) -> Callable[[list[dict]], list]:
@@ -172,7 +172,7 @@ def _extractor(col: Col) -> Callable[[list[dict]], list]:
 
     def json_column(records: list[dict]) -> list:
         values = [col.get(r) for r in records] if nested else [r.get(name) for r in records]
-        return [None if v is None else _DUMPS(v, option=_DUMPS_OPTION, default=str).decode() for v in values]
+        return [None if v is None else _DUMPS(v, option=JSON_ENCODE_OPTION, default=str).decode() for v in values]
 
     return json_column
 

@@ -4,6 +4,7 @@ from .base import SqlWarehouse, WarehouseResource
 from .io_manager import WarehouseIOManager, column_schema, declared_types, table_metadata, write_metadata
 from .types import (
     Column,
+    JSON_ENCODE_OPTION,
     IdentifierError,
     LogicalType,
     SchemaChangeError,
@@ -16,7 +17,7 @@ from .types import (
 )
 
 __all__ = [
-    "Column", "IdentifierError", "LogicalType", "SchemaChangeError", "Slice", "SqlWarehouse", "TableRef",
+    "JSON_ENCODE_OPTION", "Column", "IdentifierError", "LogicalType", "SchemaChangeError", "Slice", "SqlWarehouse", "TableRef",
     "WarehouseError", "WarehouseIOManager", "WarehouseResource", "WriteMode", "WritePlan", "WriteResult",
     "column_schema", "declared_types", "table_metadata", "write_metadata",
 ]

@@ -191,6 +191,11 @@ def infer_type(series: pd.Series) -> LogicalType:
     return _infer_object(series)
 
 
+#: How the warehouse layer encodes JSON values to text (``orjson.dumps(v, option=JSON_ENCODE_OPTION,
+#: default=str)``); callers that encode their own JSON columns (``WritePlan.encoded_json``) use the same.
+JSON_ENCODE_OPTION = orjson.OPT_NON_STR_KEYS
+
+
 def _json_texts(s: pd.Series) -> pd.Series:
     """``s.map(_json_text, na_action="ignore")``, with dicts and lists serialised inline (one orjson call a
     value instead of a Python function call and three type checks: the bulk of a JSON column's cost). Text is
@@ -198,7 +203,7 @@ def _json_texts(s: pd.Series) -> pd.Series:
     callers that serialise their objects before the frame, like the Intercom writer, hand over text only."""
     values = s.to_numpy(dtype=object)
     isna = pd.isna(values)
-    dumps, loads, opt, text = orjson.dumps, orjson.loads, orjson.OPT_NON_STR_KEYS, _json_text
+    dumps, loads, opt, text = orjson.dumps, orjson.loads, JSON_ENCODE_OPTION, _json_text
     out = np.empty(len(values), dtype=object)
     for i, (v, na) in enumerate(zip(values.tolist(), isna.tolist())):
         if na:
@@ -221,7 +226,7 @@ def _json_text(v: Any) -> Any:
         return None
     if isinstance(v, str):
         return v if _is_json_text(v) else orjson.dumps(v).decode()
-    return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return orjson.dumps(v, option=JSON_ENCODE_OPTION, default=str).decode()
 
 
 def _is_json_text(v: str) -> bool:
