@@ -45,7 +45,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 from dagster import get_dagster_logger
 
 from ..shared.http import Progress

@@ -162,13 +162,13 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
     marks: dict[str, dict[str, Any]] = {}
     window: WindowReport | None = None
 
-    def take(records: list[dict]) -> None:
+    def take(records: list[dict], page: bytes | None) -> None:
         for r in records:  # merge lineage: the target lists the contacts merged into it
             for m in r.get("merge_history") or []:
                 marks[m["source_contact_id"]] = {"deleted_at": m.get("merged_at") or bound,
                                                  "deleted_reason": "merged", "merged_into": r["id"]}
         newest.see(records)
-        writer.add(records)
+        writer.add(records, page)
 
     try:
         with intercom.client(context.log) as client, fewer_gc_passes():
@@ -179,15 +179,15 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
                 for page in client.cursor_pages("GET", "/contacts", "data", params=params):
                     if before:
                         seen.update(r["id"] for r in page.records)
-                    take(page.records)
+                    take(page.records, page.raw)
                 writer.flush()
                 marks.update(_contact_fates(client, sorted(before - seen - set(marks)), bound))
             else:
                 window = WindowReport()
                 lower = cursor - lookback
                 context.log.info(f"contacts: window {lower} .. {bound} (cursor {cursor}, lookback {lookback}s)")
-                for records in read_window(client, "/contacts/search", "data", lower, bound, params=params, report=window):
-                    take(records)
+                for page in read_window(client, "/contacts/search", "data", lower, bound, params=params, report=window):
+                    take(page.records, page.raw)
                 writer.flush()
             marked = mark_deleted(warehouse, CONTACTS, table, marks)
             stats = client.stats_metadata
@@ -249,7 +249,9 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
             got = (detail.get("conversation_parts") or {}).get("conversation_parts") or []
             counted = (detail.get("statistics") or {}).get("count_conversation_parts")
             total = counted - 1 if counted else len(got)  # the count includes the opening message
-            rows.append({**detail, "parts_total": total, "parts_loaded": len(got), "parts_truncated": total > len(got)})
+            row = {**detail, "parts_total": total, "parts_loaded": len(got), "parts_truncated": total > len(got)}
+            row.pop("conversation_parts", None)  # written to their own table: not encoded twice
+            rows.append(row)
             truncated += total > len(got)
             parts.extend({**p, "conversation_id": detail["id"]} for p in got)
         newest.see(rows)
@@ -270,8 +272,8 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
             else:
                 window = WindowReport()
                 since = cursor - lookback
-                for items in read_window(client, "/conversations/search", "conversations", since, bound, report=window):
-                    process(client, pool, items)
+                for page in read_window(client, "/conversations/search", "conversations", since, bound, report=window):
+                    process(client, pool, page.records)
             conv_writer.flush()
             parts_writer.flush()
             for item in client.deleted_conversations(since):

@@ -95,6 +95,7 @@ class Page:
     records: list[dict]
     total_count: int | None
     next_token: str | None
+    raw: bytes | None = None  # the response body the records were decoded from (None: not one response's)
 
 
 @dataclass
@@ -189,10 +190,10 @@ class IntercomClient:
         while True:
             if method == "POST":
                 pagination = {"per_page": PER_PAGE, **({"starting_after": token} if token else {})}
-                _, data, _ = self.call("POST", path, params=params, json={**(body or {}), "pagination": pagination})
+                _, data, resp = self.call("POST", path, params=params, json={**(body or {}), "pagination": pagination})
             else:
-                _, data, _ = self.call("GET", path, params={**(params or {}), "per_page": PER_PAGE,
-                                                           **({"starting_after": token} if token else {})})
+                _, data, resp = self.call("GET", path, params={**(params or {}), "per_page": PER_PAGE,
+                                                              **({"starting_after": token} if token else {})})
             records = data.get(records_key) or []
             nxt = ((data.get("pages") or {}).get("next") or {})
             token = nxt.get("starting_after") if isinstance(nxt, dict) else None
@@ -201,7 +202,7 @@ class IntercomClient:
             progress.add(len(records))
             if data.get("total_count") is not None:
                 report.totals.append(int(data["total_count"]))
-            yield Page(records, data.get("total_count"), token)
+            yield Page(records, data.get("total_count"), token, resp.content)
             if not token:
                 progress.done()
                 return

@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 from dagster import AssetKey, DagsterInstance
@@ -27,10 +27,11 @@ from dagster import AssetKey, DagsterInstance
 from ..shared.warehouse import LogicalType, Slice, TableRef, WarehouseResource, WritePlan, WriteMode, WriteResult
 from ..shared.warehouse.duckdb import DuckDBHold
 from .catalog import Collection
-from .client import IntercomClient, PagingReport
+from .client import IntercomClient, Page, PagingReport
 
 CURSOR_KEY = "intercom/cursor"
 MAX_PASSES = 4
+ENCODED_PAGE_RECORDS = 500  # records per page when the writer encodes them itself
 
 
 def since_query(start: int) -> dict:
@@ -50,8 +51,9 @@ class WindowReport:
 
 
 def read_window(client: IntercomClient, path: str, records_key: str, lower: int, bound: int, *,
-                params: dict | None = None, report: WindowReport | None = None) -> Iterator[list[dict]]:
-    """Pages of records with ``lower <= updated_at <= bound``, re-paging where a pass was disturbed."""
+                params: dict | None = None, report: WindowReport | None = None) -> Iterator[Page]:
+    """Pages of records with ``lower <= updated_at <= bound``, re-paging where a pass was disturbed. A page
+    keeps its ``raw`` body only if every record in it was accepted (else ``raw`` is None)."""
     report = report if report is not None else WindowReport()
     start = lower
     for _ in range(MAX_PASSES):
@@ -72,7 +74,8 @@ def read_window(client: IntercomClient, path: str, records_key: str, lower: int,
                 if lower <= updated <= bound:
                     accepted.append(r)
             report.records += len(accepted)
-            yield accepted
+            yield Page(accepted, page.total_count, page.next_token,
+                       page.raw if len(accepted) == len(page.records) else None)
         disturbed_total = len(set(paging.totals)) > 1  # records entered/left the result while paging
         if moved_from is None and not disturbed_total and not paging.looped:
             return
@@ -89,11 +92,12 @@ class BatchWriter:
     """Merges record pages into one table in batches, writing from a background thread so that fetching
     the next pages overlaps the warehouse write.
 
-    Each page's fields go into per-column lists as soon as it arrives (the decoded page is dropped), and
-    at most one batch is being written while the next one fills: memory stays flat whatever the size of the
-    collection. Batches are large (20,000 rows by default) because every warehouse write has a fixed cost
-    (connection, schema check, transaction): DuckDB merges 5,000-row batches at ~20k rows/s and 20,000-row
-    batches at ~30k rows/s on the reference machine."""
+    A batch is kept as the pages' JSON bodies (the decoded records are dropped as soon as paging has read
+    what it needs) and turned into a typed frame on the writer thread by ``Collection.frame_from_pages``,
+    in DuckDB, outside the GIL. At most one batch is being written while the next one fills: memory stays
+    flat whatever the size of the collection. Batches are large (20,000 rows by default) because every
+    warehouse write has a fixed cost (connection, schema check, transaction): DuckDB merges 5,000-row
+    batches at ~20k rows/s and 20,000-row batches at ~30k rows/s on the reference machine."""
 
     def __init__(self, warehouse: WarehouseResource, collection: Collection, table: TableRef,
                  batch_size: int = 20_000):
@@ -101,7 +105,7 @@ class BatchWriter:
         self.batch_size = batch_size
         self.plan = WritePlan(table, WriteMode.MERGE, collection.primary_key, column_types=collection.column_types,
                               encoded_json=collection.encoded_json)
-        self.columns = collection.new_columns()
+        self.pages: list[bytes] = []
         self.buffered = 0
         self.pending: Future | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{collection.name}")
@@ -111,21 +115,28 @@ class BatchWriter:
         self.rows = 0
         self.batches = 0
 
-    def add(self, records: Sequence[dict]) -> None:
+    def add(self, records: Sequence[dict], page: bytes | None = None) -> None:
+        """Buffer ``records``. ``page``: the response body they were decoded from, if it holds exactly these
+        records under the collection's ``records_key`` (it is kept as it is); else they are encoded."""
         if not records:
             return
-        self.collection.extend_columns(self.columns, list(records))
+        if page is not None:
+            self.pages.append(page)
+        else:  # in slices, so that no one page is large (the extraction takes pages a few MB at a time)
+            records = list(records)
+            self.pages.extend(self.collection.encode(records[i: i + ENCODED_PAGE_RECORDS])
+                              for i in range(0, len(records), ENCODED_PAGE_RECORDS))
         self.buffered += len(records)
         if self.buffered >= self.batch_size:
             self._submit()
 
     def _submit(self) -> None:
-        columns, self.columns, self.buffered = self.columns, self.collection.new_columns(), 0
+        pages, self.pages, self.buffered = self.pages, [], 0
         self._wait()  # backpressure: never more than one batch in flight
-        self.pending = self.pool.submit(self._write, columns)
+        self.pending = self.pool.submit(self._write, pages)
 
-    def _write(self, columns: dict[str, list]) -> None:
-        frame = self.collection.frame_from_columns(columns, arrow=self.hold.enabled)  # DuckDB scans Arrow in place
+    def _write(self, pages: list[bytes]) -> None:
+        frame = self.collection.frame_from_pages(pages)
         self.hold.before_write()
         self.result = self.warehouse.write(frame, self.plan)
         self.rows += len(frame)

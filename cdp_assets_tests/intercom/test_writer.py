@@ -1,6 +1,6 @@
-"""The streaming batch writer's performance measures keep every guarantee: JSON columns hold the same text
-as before, the DuckDB hold commits every batch and leaves the database's settings as they were, and the GC
-thresholds come back after a paging."""
+"""The streaming batch writer's performance measures keep every guarantee: frames extracted from raw pages
+(in DuckDB) hold exactly the records' values, bad values fail naming the column, the DuckDB hold commits
+every batch and leaves the database's settings as they were, and the GC thresholds come back after a paging."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import orjson
 import pandas as pd
 import pytest
 
-from cdp_assets.intercom.catalog import BY_NAME
+from cdp_assets.intercom.catalog import BY_NAME, Kind
 from cdp_assets.intercom.simulator import Workspace
 from cdp_assets.intercom.sync import BatchWriter, DuckDBHold, fewer_gc_passes
-from cdp_assets.shared.warehouse import TableRef, WriteMode, WritePlan
+from cdp_assets.shared.warehouse import TableRef
 from cdp_assets.shared.warehouse.duckdb import DuckDBWarehouse
-from cdp_assets.shared.warehouse.types import prepare_frame
 
 from .conftest import small_config
 
@@ -28,16 +27,71 @@ def records(n: int = 300) -> list[dict]:
     return [orjson.loads(orjson.dumps(ws.contact(i, True))) for i in range(n)]
 
 
-def test_json_columns_are_the_text_prepare_frame_made_from_the_objects():
+def expected(record: dict, col) -> object:
+    """What a column must hold for a record, worked out here in Python from the decoded record."""
+    value = record.get(col.path or col.name)
+    if value is None:
+        return None
+    if col.kind is Kind.JSON:
+        return value  # compared decoded: the text must parse back to the same value
+    if col.kind is Kind.TS:
+        return pd.Timestamp(int(value), unit="s", tz="UTC")
+    if col.kind is Kind.STR and not isinstance(value, str):
+        return orjson.dumps(value).decode()  # any other JSON value: its JSON text
+    return value
+
+
+def assert_frame_holds(frame: pd.DataFrame, recs: list[dict], collection=CONTACTS) -> None:
+    assert list(frame.columns) == collection.column_names and len(frame) == len(recs)
+    for col in collection.columns:
+        got = [None if pd.isna(v) else v for v in frame[col.name].astype(object)]
+        if col.kind is Kind.JSON:
+            got = [None if v is None else orjson.loads(v) for v in got]
+        assert got == [expected(r, col) for r in recs], col.name
+
+
+def test_frames_from_raw_pages_hold_the_records_values_in_order():
     recs = records()
     recs[0]["custom_attributes"] = None
-    recs[1]["tags"] = "plain text"  # a scalar is left to prepare_frame, as before
+    recs[1]["tags"] = "plain text"  # a JSON column holding a string: its JSON text, quoted
     recs[2]["location"] = [1, {"b": [True, None]}]
-    new, _ = prepare_frame(CONTACTS.frame(recs), CONTACTS.column_types)
-    cols = {c.name: [c.get(r) for r in recs] for c in CONTACTS.columns}  # the objects themselves, as before
-    old, _ = prepare_frame(CONTACTS.frame_from_columns(cols), CONTACTS.column_types)
-    pd.testing.assert_frame_equal(new, old)
-    assert new.loc[1, "tags"] == '"plain text"' and new.loc[0, "custom_attributes"] is None
+    recs[3]["custom_attributes"] = {"nested": {"list": [1, "two", None]}, "emoji": "\u00e9\u2603", "q": "'\"/"}
+    recs[4]["owner_id"] = 1001  # a number in a text column: its text
+    recs[5]["owner_id"] = True
+    recs[6]["browser"] = {"o": 1}
+    recs[7]["updated_at"] = None
+    recs[8]["unsubscribed_from_emails"] = None
+    del recs[9]["email"]  # a missing field is NULL
+    pages = [orjson.dumps({"type": "list", "data": recs[i: i + 150], "pages": {"next": None}}) for i in range(0, 300, 150)]
+    frame = CONTACTS.frame_from_pages(pages)
+    assert_frame_holds(frame, recs)
+    assert frame.loc[1, "tags"] == '"plain text"' and frame.loc[4, "owner_id"] == "1001" and frame.loc[5, "owner_id"] == "true"
+    assert all(isinstance(frame[c].dtype, pd.ArrowDtype) for c in frame.columns)
+    pd.testing.assert_frame_equal(CONTACTS.frame(recs), frame)  # records encoded in Python: the same frame
+
+
+def test_every_collection_extracts_its_simulated_records():
+    ws = Workspace(small_config())
+    conversation = orjson.loads(orjson.dumps(ws.conversation(0)))
+    parts = [{**p, "conversation_id": conversation["id"]}
+             for p in conversation["conversation_parts"]["conversation_parts"]]
+    assert parts
+    for collection, recs in ((BY_NAME["conversations"], [conversation]), (BY_NAME["conversation_parts"], parts)):
+        frame = collection.frame(recs)
+        assert_frame_holds(frame, recs, collection)
+    assert len(BY_NAME["tags"].frame([])) == 0 and list(BY_NAME["tags"].frame([]).columns) == ["id", "name"]
+
+
+@pytest.mark.parametrize("field, value, column", [
+    ("updated_at", 10**12, "updated_at"),  # year 33658: beyond what a timestamp column holds
+    ("unsubscribed_from_emails", "perhaps", "unsubscribed_from_emails"),
+    ("created_at", "yesterday", "created_at"),
+])
+def test_a_value_that_does_not_convert_fails_naming_its_column(field, value, column):
+    recs = records(3)
+    recs[1][field] = value
+    with pytest.raises(ValueError, match=f"intercom contacts: column {column}"):
+        CONTACTS.frame(recs)
 
 
 @pytest.mark.parametrize("max_seconds", [0.0, 60.0])  # a release after every batch, or one at the end
@@ -83,47 +137,6 @@ def test_gc_thresholds_are_restored_after_paging():
             assert gc.get_threshold()[0] > saved[0]
         assert gc.get_threshold()[0] > saved[0]
     assert gc.get_threshold() == saved
-
-
-def test_text_columns_are_text_or_null_as_before():
-    from cdp_assets.intercom.catalog import Kind, _typed
-
-    assert list(_typed(["a", None, 3, True], Kind.STR)) == ["a", None, "3", "True"]
-    assert list(_typed(["a", float("nan")], Kind.STR)) == ["a", "nan"]  # str(), as before the fast path
-    assert list(_typed([None, None], Kind.STR)) == [None, None] and list(_typed([], Kind.STR)) == []
-
-
-def test_arrow_frames_write_the_same_table_as_object_frames(tmp_path):
-    recs = records()
-    recs[0]["owner_id"] = 1001  # a number in a text column: pyarrow refuses it, the column falls back to str()
-    recs[1]["updated_at"] = None
-    recs[2]["unsubscribed_from_emails"] = None
-    recs[3]["custom_attributes"] = {"nested": {"list": [1, "two", None]}, "emoji": "\u00e9\u2603"}
-    cols = CONTACTS.new_columns()
-    CONTACTS.extend_columns(cols, recs)
-    arrow, objects = CONTACTS.frame_from_columns(cols, arrow=True), CONTACTS.frame_from_columns(cols)
-    assert isinstance(arrow["email"].dtype, pd.ArrowDtype) and arrow["owner_id"].dtype == object
-    tables = []
-    for name, frame in (("arrow", arrow), ("objects", objects)):
-        wh = DuckDBWarehouse(database=str(tmp_path / f"{name}.duckdb"))
-        wh.write(frame, WritePlan(TableRef("intercom", "contacts"), WriteMode.MERGE, ("id",),
-                                  column_types=CONTACTS.column_types))
-        tables.append((wh.columns(TableRef("intercom", "contacts")), wh.read(TableRef("intercom", "contacts"))))
-    assert tables[0][0] == tables[1][0]
-    assert [(c.name, c.type.value) for c in tables[0][0]] == [(c.name, c.kind.logical_type.value) for c in CONTACTS.columns]
-    pd.testing.assert_frame_equal(tables[0][1].sort_values("id", ignore_index=True),
-                                  tables[1][1].sort_values("id", ignore_index=True))
-    assert tables[0][1].set_index("id").loc[recs[0]["id"], "owner_id"] == "1001"
-
-
-def test_out_of_range_timestamps_fail_as_before():
-    from cdp_assets.intercom.catalog import Kind, _arrow_typed, _typed
-
-    with pytest.raises(Exception) as arrow_error:
-        _arrow_typed([10**12], Kind.TS)
-    with pytest.raises(Exception) as object_error:
-        _typed([10**12], Kind.TS)
-    assert type(arrow_error.value) is type(object_error.value)
 
 
 def test_two_writers_on_one_file_restore_the_settings_once_both_are_done(tmp_path):

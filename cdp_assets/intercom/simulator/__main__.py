@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 
 from .server import SimulatorServer
 from .workspace import Workspace, WorkspaceConfig

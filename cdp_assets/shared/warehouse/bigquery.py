@@ -308,8 +308,6 @@ class BigQueryWarehouse(SqlWarehouse):
     def _sync_schema_metadata(self, conn: Any, table: TableRef, additions: Sequence[Column]) -> None:
         """BigQuery's ALTER updates the table's schema; a server whose metadata lags (the emulator) gets the
         same columns through the tables API, which on BigQuery proper finds nothing left to do."""
-        from google.cloud import bigquery
-
         with self._api("updating the table schema"):
             bq_table = conn.get_table(self._ref(table), retry=self._retry, timeout=self.timeout_seconds)
             known = {f.name.casefold() for f in bq_table.schema}
