@@ -146,6 +146,8 @@ class _MaxUpdated:
 
 
 CONTACTS = BY_NAME["contacts"]
+#: What paging reads of each contact (the cursor, merge lineage, vanished ids); the rows come from the raw pages.
+CONTACT_PAGING = ("id", "updated_at", "merge_history")
 
 
 @asset(key=key_of("contacts"), pool="intercom_api", retry_policy=RETRY,
@@ -176,7 +178,7 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
             if full:
                 before = live_ids(warehouse, table)
                 seen: set[str] = set()  # only ids that were live before can have vanished
-                for page in client.cursor_pages("GET", "/contacts", "data", params=params):
+                for page in client.cursor_pages("GET", "/contacts", "data", params=params, fields=CONTACT_PAGING):
                     if before:
                         seen.update(r["id"] for r in page.records)
                     take(page.records, page.raw)
@@ -186,7 +188,8 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
                 window = WindowReport()
                 lower = cursor - lookback
                 context.log.info(f"contacts: window {lower} .. {bound} (cursor {cursor}, lookback {lookback}s)")
-                for page in read_window(client, "/contacts/search", "data", lower, bound, params=params, report=window):
+                for page in read_window(client, "/contacts/search", "data", lower, bound, params=params,
+                                        report=window, fields=CONTACT_PAGING):
                     take(page.records, page.raw)
                 writer.flush()
             marked = mark_deleted(warehouse, CONTACTS, table, marks)
@@ -212,6 +215,8 @@ def _contact_fates(client: IntercomClient, vanished: list[str], at: int) -> dict
 
 
 CONVERSATIONS = BY_NAME["conversations"]
+#: What paging reads of each conversation: which ones changed (each is then fetched whole, with its parts).
+CONVERSATION_PAGING = ("id", "updated_at")
 PARTS = BY_NAME["conversation_parts"]
 
 
@@ -265,14 +270,15 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
             if full:
                 before = live_ids(warehouse, table)
                 seen: set[str] = set()
-                for page in client.cursor_pages("GET", "/conversations", "conversations"):
+                for page in client.cursor_pages("GET", "/conversations", "conversations", fields=CONVERSATION_PAGING):
                     seen.update(r["id"] for r in page.records)
                     process(client, pool, page.records)
                 since = None
             else:
                 window = WindowReport()
                 since = cursor - lookback
-                for page in read_window(client, "/conversations/search", "conversations", since, bound, report=window):
+                for page in read_window(client, "/conversations/search", "conversations", since, bound,
+                                        report=window, fields=CONVERSATION_PAGING):
                     process(client, pool, page.records)
             conv_writer.flush()
             parts_writer.flush()

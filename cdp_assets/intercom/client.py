@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import orjson
 import requests
+import simdjson
 
 from ..shared.http import ApiError, ApiSession, Progress, RateLimitPolicy, RetriesExhausted
 
@@ -98,6 +99,46 @@ class Page:
     raw: bytes | None = None  # the response body the records were decoded from (None: not one response's)
 
 
+def slim_decoder(records_key: str, fields: tuple[str, ...]) -> Callable[[bytes], dict]:
+    """A page decoder that reads only what paging needs: ``fields`` of each record under ``records_key``,
+    ``total_count`` and ``pages.next``, in the shape ``orjson.loads`` would give (records as dicts of just
+    those fields; ``None`` where a field is absent). The rest of the body is never turned into Python
+    objects: the warehouse reads it from ``Page.raw`` (``Collection.frame_from_pages``).
+
+    simdjson parses a 200 KB page of 150 contacts in ~0.1 ms and the three fields paging reads in ~0.04 ms;
+    ``orjson.loads`` of the whole page takes 1.1-1.3 ms (measured on the simulator's pages), and that was
+    half of the fetching thread's CPU. A body simdjson refuses (an integer beyond 64 bits, say) is decoded
+    whole by orjson instead, so a truncated body still fails as ``orjson.JSONDecodeError`` and is retried."""
+    parser = simdjson.Parser()  # one document at a time: every value is copied out before the next parse
+
+    def decode(raw: bytes) -> dict:
+        try:
+            return _slim(parser.parse(raw), records_key, fields)
+        except (ValueError, RuntimeError, AttributeError):
+            return orjson.loads(raw)
+
+    return decode
+
+
+def _slim(doc: Any, records_key: str, fields: tuple[str, ...]) -> dict:
+    records = doc.get(records_key) if isinstance(doc, simdjson.Object) else None
+    pages = doc.get("pages") if isinstance(doc, simdjson.Object) else None
+    nxt = pages.get("next") if isinstance(pages, simdjson.Object) else None
+    return {
+        records_key: [{f: _python(r.get(f)) for f in fields} for r in records] if records else [],
+        "total_count": doc.get("total_count"),
+        "pages": {"next": _python(nxt)},
+    }
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
 @dataclass
 class PagingReport:
     """What a paged read observed: used by the incremental reader to decide whether to re-page."""
@@ -153,7 +194,8 @@ class IntercomClient:
     # ------------------------------------------------------------------------------------------ calls
 
     def call(self, method: str, path: str, *, params: Any = None, json: Any = None,
-             ok: tuple[int, ...] = (200,), session: ApiSession | None = None) -> tuple[int, Any, requests.Response]:
+             ok: tuple[int, ...] = (200,), session: ApiSession | None = None,
+             decode: Callable[[bytes], Any] = orjson.loads) -> tuple[int, Any, requests.Response]:
         """One request with retries; (status, decoded body, response). Errors become ``IntercomError``."""
         s = session or self.session
         attempt = 0
@@ -166,7 +208,7 @@ class IntercomClient:
                 msg, code, rid = describe_error(method, path, e.status, e.body)
                 raise IntercomError(s.redact(msg), e.status, e.body, code, rid) from None
             try:
-                return resp.status_code, orjson.loads(resp.content), resp
+                return resp.status_code, decode(resp.content), resp
             except orjson.JSONDecodeError:  # a body cut short without a Content-Length to tell
                 attempt = s._retry_or_raise(attempt, f"{method} {path}: body is not valid JSON (truncated?)")
 
@@ -181,19 +223,26 @@ class IntercomClient:
     # ------------------------------------------------------------------------------------------ paging
 
     def cursor_pages(self, method: str, path: str, records_key: str, *, body: dict | None = None,
-                     params: dict | None = None, report: PagingReport | None = None) -> Iterator[Page]:
-        """Cursor paging for lists (query ``starting_after``) and searches (body ``pagination``)."""
+                     params: dict | None = None, report: PagingReport | None = None,
+                     fields: tuple[str, ...] | None = None) -> Iterator[Page]:
+        """Cursor paging for lists (query ``starting_after``) and searches (body ``pagination``).
+
+        ``fields``: decode only these fields of each record (``Page.raw`` keeps the whole body for the
+        warehouse): see ``slim_decoder``."""
         report = report if report is not None else PagingReport()
         progress = Progress(self.log, f"intercom {method} {path}")  # records so far and rate, every 10 s
+        decode = orjson.loads if fields is None else slim_decoder(records_key, fields)
         used: set[str] = set()
         token: str | None = None
         while True:
             if method == "POST":
                 pagination = {"per_page": PER_PAGE, **({"starting_after": token} if token else {})}
-                _, data, resp = self.call("POST", path, params=params, json={**(body or {}), "pagination": pagination})
+                _, data, resp = self.call("POST", path, params=params, json={**(body or {}), "pagination": pagination},
+                                          decode=decode)
             else:
                 _, data, resp = self.call("GET", path, params={**(params or {}), "per_page": PER_PAGE,
-                                                              **({"starting_after": token} if token else {})})
+                                                              **({"starting_after": token} if token else {})},
+                                          decode=decode)
             records = data.get(records_key) or []
             nxt = ((data.get("pages") or {}).get("next") or {})
             token = nxt.get("starting_after") if isinstance(nxt, dict) else None

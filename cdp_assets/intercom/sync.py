@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+import orjson
 import pandas as pd
 from dagster import AssetKey, DagsterInstance
 
@@ -51,9 +52,12 @@ class WindowReport:
 
 
 def read_window(client: IntercomClient, path: str, records_key: str, lower: int, bound: int, *,
-                params: dict | None = None, report: WindowReport | None = None) -> Iterator[Page]:
+                params: dict | None = None, report: WindowReport | None = None,
+                fields: tuple[str, ...] | None = None) -> Iterator[Page]:
     """Pages of records with ``lower <= updated_at <= bound``, re-paging where a pass was disturbed. A page
-    keeps its ``raw`` body only if every record in it was accepted (else ``raw`` is None)."""
+    keeps its ``raw`` body only if every record in it was accepted (else ``raw`` is None). ``fields``: as
+    for ``cursor_pages`` (must include ``id`` and ``updated_at``); a page with records left out is then
+    decoded whole, so that the accepted records are complete."""
     report = report if report is not None else WindowReport()
     start = lower
     for _ in range(MAX_PASSES):
@@ -62,9 +66,10 @@ def read_window(client: IntercomClient, path: str, records_key: str, lower: int,
         first_seen: dict[str, int] = {}
         moved_from: int | None = None
         body = {"query": since_query(start), "sort": {"field": "updated_at", "order": "ascending"}}
-        for page in client.cursor_pages("POST", path, records_key, body=body, params=params, report=paging):
-            accepted = []
-            for r in page.records:
+        for page in client.cursor_pages("POST", path, records_key, body=body, params=params, report=paging,
+                                        fields=fields):
+            kept = []
+            for i, r in enumerate(page.records):
                 rid, updated = r["id"], int(r["updated_at"])
                 if rid in first_seen:  # served twice in one pass: it moved under the cursor
                     old = first_seen[rid]
@@ -72,10 +77,13 @@ def read_window(client: IntercomClient, path: str, records_key: str, lower: int,
                 else:
                     first_seen[rid] = updated
                 if lower <= updated <= bound:
-                    accepted.append(r)
-            report.records += len(accepted)
-            yield Page(accepted, page.total_count, page.next_token,
-                       page.raw if len(accepted) == len(page.records) else None)
+                    kept.append(i)
+            report.records += len(kept)
+            if len(kept) == len(page.records):
+                yield page
+            else:
+                records = orjson.loads(page.raw)[records_key] if fields is not None and page.raw else page.records
+                yield Page([records[i] for i in kept], page.total_count, page.next_token, None)
         disturbed_total = len(set(paging.totals)) > 1  # records entered/left the result while paging
         if moved_from is None and not disturbed_total and not paging.looped:
             return
