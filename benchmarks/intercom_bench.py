@@ -15,7 +15,10 @@ record rendered once) before any contender runs. Each contender runs in a fresh 
 per page, ~1.35 KB a contact), the request the ``intercom/contacts`` asset makes:
 
 * ``raw``: requests + ``orjson.loads`` per page, nothing stored (the ceiling);
-* ``cdp_assets``: the ``intercom/contacts`` asset materialized by Dagster into a DuckDB file (initial load);
+* ``cdp_assets``: the ``intercom/contacts`` asset materialized by Dagster into a DuckDB file (initial load).
+  Unlike ``raw`` it never decodes a whole page into Python objects: paging reads the few fields it needs
+  lazily (simdjson) and a writer thread extracts the rows from the response bodies in DuckDB, mostly outside
+  the GIL, so on two cores it can run as fast as the raw fetch (which is one thread doing HTTP + decode);
 * ``dlt``: a dlt ``rest_api`` source with a JSON-cursor paginator into DuckDB, ``loader_file_format="parquet"``
   (dlt's fastest configuration; its defaults need GBs of memory at this size, see shared/BENCHMARKS.md).
 

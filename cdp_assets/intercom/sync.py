@@ -117,6 +117,7 @@ class BatchWriter:
         self.buffered = 0
         self.pending: Future | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{collection.name}")
+        self.extractor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"extract-{collection.name}")
         self.hold = DuckDBHold(warehouse)  # used from the writer thread only
         self.closed = False
         self.result: WriteResult | None = None
@@ -140,11 +141,14 @@ class BatchWriter:
 
     def _submit(self) -> None:
         pages, self.pages, self.buffered = self.pages, [], 0
-        self._wait()  # backpressure: never more than one batch in flight
-        self.pending = self.pool.submit(self._write, pages)
+        # Extraction of this batch overlaps the merge of the previous one (both mostly outside the GIL, in
+        # DuckDB); backpressure: one batch extracting, one merging, one filling, never more.
+        frame = self.extractor.submit(self.collection.frame_from_pages, pages)
+        self._wait()
+        self.pending = self.pool.submit(self._write, frame)
 
-    def _write(self, pages: list[bytes]) -> None:
-        frame = self.collection.frame_from_pages(pages)
+    def _write(self, frame_future: Future) -> None:
+        frame = frame_future.result()  # a failed extraction fails the write, and so the asset
         self.hold.before_write()
         self.result = self.warehouse.write(frame, self.plan)
         self.rows += len(frame)
@@ -171,6 +175,7 @@ class BatchWriter:
             self.pool.submit(self.hold.release).result()
         finally:
             self.pool.shutdown(wait=True)
+            self.extractor.shutdown(wait=True)
 
 
 _gc_lock = threading.Lock()
