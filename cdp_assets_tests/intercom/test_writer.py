@@ -152,3 +152,20 @@ def test_two_writers_on_one_file_restore_the_settings_once_both_are_done(tmp_pat
     b.release()
     assert keeper.execute(setting).fetchone() == before
     keeper.close()
+
+
+def test_a_batch_that_fails_extraction_fails_the_writer_and_keeps_the_batches_before_it(tmp_path):
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    table = TableRef("intercom", "contacts")
+    writer = BatchWriter(wh, CONTACTS, table, batch_size=100)
+    recs = records()
+    recs[150]["created_at"] = "not a time"  # in the second batch
+    with pytest.raises(ValueError, match="intercom contacts: column created_at"):
+        try:
+            for i in range(0, len(recs), 50):
+                writer.add(recs[i: i + 50])
+            writer.flush()
+        finally:
+            writer.close()
+    df = wh.read(table)
+    assert sorted(df["id"]) == sorted(r["id"] for r in recs[:100])  # the first batch, whole; nothing after
