@@ -101,9 +101,9 @@ class BatchWriter:
     the next pages overlaps the warehouse write.
 
     A batch is kept as the pages' JSON bodies (the decoded records are dropped as soon as paging has read
-    what it needs) and turned into a typed frame on the writer thread by ``Collection.frame_from_pages``,
-    in DuckDB, outside the GIL. At most one batch is being written while the next one fills: memory stays
-    flat whatever the size of the collection. Batches are large (20,000 rows by default) because every
+    what it needs) and turned into a typed frame by ``Collection.frame_from_pages``, in DuckDB, mostly
+    outside the GIL, on an extraction thread; a second thread merges it. At most one batch is being
+    extracted and one merged while the next one fills: memory stays flat whatever the size of the collection. Batches are large (20,000 rows by default) because every
     warehouse write has a fixed cost (connection, schema check, transaction): DuckDB merges 5,000-row
     batches at ~20k rows/s and 20,000-row batches at ~30k rows/s on the reference machine."""
 
