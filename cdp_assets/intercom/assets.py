@@ -146,7 +146,7 @@ class _MaxUpdated:
 
 
 CONTACTS = BY_NAME["contacts"]
-#: What paging reads of each contact (the cursor, merge lineage, vanished ids); the rows come from the raw pages.
+#: What paging reads of each contact (the cursor, merge lineage, vanished ids); rows come from the raw pages.
 CONTACT_PAGING = ("id", "updated_at", "merge_history")
 
 
@@ -178,7 +178,8 @@ def contacts(context: AssetExecutionContext, config: IncrementalConfig, intercom
             if full:
                 before = live_ids(warehouse, table)
                 seen: set[str] = set()  # only ids that were live before can have vanished
-                for page in client.cursor_pages("GET", "/contacts", "data", params=params, fields=CONTACT_PAGING):
+                pages = client.cursor_pages("GET", "/contacts", "data", params=params, fields=CONTACT_PAGING)
+                for page in pages:
                     if before:
                         seen.update(r["id"] for r in page.records)
                     take(page.records, page.raw)
@@ -254,7 +255,8 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
             got = (detail.get("conversation_parts") or {}).get("conversation_parts") or []
             counted = (detail.get("statistics") or {}).get("count_conversation_parts")
             total = counted - 1 if counted else len(got)  # the count includes the opening message
-            row = {**detail, "parts_total": total, "parts_loaded": len(got), "parts_truncated": total > len(got)}
+            row = {**detail, "parts_total": total, "parts_loaded": len(got),
+                   "parts_truncated": total > len(got)}
             row.pop("conversation_parts", None)  # written to their own table: not encoded twice
             rows.append(row)
             truncated += total > len(got)
@@ -270,7 +272,8 @@ def conversations(context: AssetExecutionContext, config: ConversationsConfig, i
             if full:
                 before = live_ids(warehouse, table)
                 seen: set[str] = set()
-                for page in client.cursor_pages("GET", "/conversations", "conversations", fields=CONVERSATION_PAGING):
+                pages = client.cursor_pages("GET", "/conversations", "conversations", fields=CONVERSATION_PAGING)
+                for page in pages:
                     seen.update(r["id"] for r in page.records)
                     process(client, pool, page.records)
                 since = None

@@ -185,7 +185,8 @@ def _extraction(col: Collection) -> Extraction:
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"{col.name}: column {c.name} reads inside {part!r}, which another column reads whole")
+                raise ValueError(f"{col.name}: column {c.name} reads inside {part!r}, "
+                                 "which another column reads whole")
         if leaf in node:
             raise ValueError(f"{col.name}: two columns read the field {c.path or c.name!r}")
         node[leaf] = _STRUCT_TYPE[c.kind]
@@ -244,7 +245,8 @@ class _PageExtractor:
                 try:
                     array = array.cast(_UTC_NS)  # pandas' own unit; beyond 2262 does not fit: an error
                 except pa.ArrowInvalid as e:
-                    raise ValueError(f"intercom {col.name}: column {c.name} has a timestamp out of range ({e})") from None
+                    raise ValueError(f"intercom {col.name}: column {c.name} has a timestamp out of range "
+                                     f"({e})") from None
             arrays[c.name] = pd.Series(pd.arrays.ArrowExtensionArray(array), copy=False)
         return pd.DataFrame(arrays, copy=False)
 

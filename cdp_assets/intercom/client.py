@@ -237,8 +237,8 @@ class IntercomClient:
         while True:
             if method == "POST":
                 pagination = {"per_page": PER_PAGE, **({"starting_after": token} if token else {})}
-                _, data, resp = self.call("POST", path, params=params, json={**(body or {}), "pagination": pagination},
-                                          decode=decode)
+                _, data, resp = self.call("POST", path, params=params,
+                                          json={**(body or {}), "pagination": pagination}, decode=decode)
             else:
                 _, data, resp = self.call("GET", path, params={**(params or {}), "per_page": PER_PAGE,
                                                               **({"starting_after": token} if token else {})},

@@ -82,7 +82,8 @@ def read_window(client: IntercomClient, path: str, records_key: str, lower: int,
             if len(kept) == len(page.records):
                 yield page
             else:
-                records = orjson.loads(page.raw)[records_key] if fields is not None and page.raw else page.records
+                whole = fields is not None and page.raw
+                records = orjson.loads(page.raw)[records_key] if whole else page.records
                 yield Page([records[i] for i in kept], page.total_count, page.next_token, None)
         disturbed_total = len(set(paging.totals)) > 1  # records entered/left the result while paging
         if moved_from is None and not disturbed_total and not paging.looped:
@@ -103,9 +104,10 @@ class BatchWriter:
     A batch is kept as the pages' JSON bodies (the decoded records are dropped as soon as paging has read
     what it needs) and turned into a typed frame by ``Collection.frame_from_pages``, in DuckDB, mostly
     outside the GIL, on an extraction thread; a second thread merges it. At most one batch is being
-    extracted and one merged while the next one fills: memory stays flat whatever the size of the collection. Batches are large (20,000 rows by default) because every
-    warehouse write has a fixed cost (connection, schema check, transaction): DuckDB merges 5,000-row
-    batches at ~20k rows/s and 20,000-row batches at ~30k rows/s on the reference machine."""
+    extracted and one merged while the next one fills: memory stays flat whatever the size of the
+    collection. Batches are large (20,000 rows by default) because every warehouse write has a fixed cost
+    (connection, schema check, transaction): DuckDB merges 5,000-row batches at ~20k rows/s and 20,000-row
+    batches at ~30k rows/s on the reference machine."""
 
     def __init__(self, warehouse: WarehouseResource, collection: Collection, table: TableRef,
                  batch_size: int = 20_000):

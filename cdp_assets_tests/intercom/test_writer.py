@@ -1,6 +1,7 @@
 """The streaming batch writer's performance measures keep every guarantee: frames extracted from raw pages
 (in DuckDB) hold exactly the records' values, bad values fail naming the column, the DuckDB hold commits
-every batch and leaves the database's settings as they were, and the GC thresholds come back after a paging."""
+every batch and leaves the database's settings as they were, and the GC thresholds come back after a
+paging."""
 
 from __future__ import annotations
 
@@ -55,17 +56,20 @@ def test_frames_from_raw_pages_hold_the_records_values_in_order():
     recs[0]["custom_attributes"] = None
     recs[1]["tags"] = "plain text"  # a JSON column holding a string: its JSON text, quoted
     recs[2]["location"] = [1, {"b": [True, None]}]
-    recs[3]["custom_attributes"] = {"nested": {"list": [1, "two", None]}, "emoji": "\u00e9\u2603", "q": "'\"/"}
+    recs[3]["custom_attributes"] = {"nested": {"list": [1, "two", None]}, "emoji": "\u00e9\u2603",
+                                    "q": "'\"/"}
     recs[4]["owner_id"] = 1001  # a number in a text column: its text
     recs[5]["owner_id"] = True
     recs[6]["browser"] = {"o": 1}
     recs[7]["updated_at"] = None
     recs[8]["unsubscribed_from_emails"] = None
     del recs[9]["email"]  # a missing field is NULL
-    pages = [orjson.dumps({"type": "list", "data": recs[i: i + 150], "pages": {"next": None}}) for i in range(0, 300, 150)]
+    pages = [orjson.dumps({"type": "list", "data": recs[i: i + 150], "pages": {"next": None}})
+             for i in range(0, 300, 150)]
     frame = CONTACTS.frame_from_pages(pages)
     assert_frame_holds(frame, recs)
-    assert frame.loc[1, "tags"] == '"plain text"' and frame.loc[4, "owner_id"] == "1001" and frame.loc[5, "owner_id"] == "true"
+    assert frame.loc[1, "tags"] == '"plain text"'
+    assert frame.loc[4, "owner_id"] == "1001" and frame.loc[5, "owner_id"] == "true"
     assert all(isinstance(frame[c].dtype, pd.ArrowDtype) for c in frame.columns)
     pd.testing.assert_frame_equal(CONTACTS.frame(recs), frame)  # records encoded in Python: the same frame
 
@@ -76,7 +80,8 @@ def test_every_collection_extracts_its_simulated_records():
     parts = [{**p, "conversation_id": conversation["id"]}
              for p in conversation["conversation_parts"]["conversation_parts"]]
     assert parts
-    for collection, recs in ((BY_NAME["conversations"], [conversation]), (BY_NAME["conversation_parts"], parts)):
+    for collection, recs in ((BY_NAME["conversations"], [conversation]),
+                             (BY_NAME["conversation_parts"], parts)):
         frame = collection.frame(recs)
         assert_frame_holds(frame, recs, collection)
     assert len(BY_NAME["tags"].frame([])) == 0 and list(BY_NAME["tags"].frame([]).columns) == ["id", "name"]
