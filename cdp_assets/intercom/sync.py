@@ -197,7 +197,9 @@ def fewer_gc_passes() -> Iterator[None]:
     modules, the buffers): measured on 300,000 contacts, ~5,600 young and ~25 full collections, ~5-7 s of
     CPU (a fifth of the load) for nothing, since pages hold no reference cycles and are freed by reference
     counting. At 50,000 a collection runs every ~20 pages, when at most one page is alive: ~0.04 s. Nothing
-    else changes: cyclic garbage is still collected, only in larger steps."""
+    else changes: cyclic garbage is still collected, only in larger steps. (Those figures are from before
+    contact pages were decoded slim, see ``client.slim_decoder``; whole decodes remain for conversation
+    details and for search pages with records past the bound.)"""
     global _gc_depth, _gc_saved
     with _gc_lock:
         if _gc_depth == 0:

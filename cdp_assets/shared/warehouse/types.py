@@ -200,7 +200,7 @@ def _json_texts(s: pd.Series) -> pd.Series:
     """``s.map(_json_text, na_action="ignore")``, with dicts and lists serialised inline (one orjson call a
     value instead of a Python function call and three type checks: the bulk of a JSON column's cost). Text is
     checked inline too (valid JSON text is kept, other text becomes a JSON string, as in ``_json_text``):
-    callers that serialise their objects before the frame, like the Intercom writer, hand over text only."""
+    callers that serialise their objects before the frame hand over text only."""
     values = s.to_numpy(dtype=object)
     isna = pd.isna(values)
     dumps, loads, opt, text = orjson.dumps, orjson.loads, JSON_ENCODE_OPTION, _json_text
